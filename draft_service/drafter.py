@@ -1,0 +1,40 @@
+"""The two drafters behind the Draft service, free of gRPC."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from specdec.cached_lm import CachedLM
+from specdec.ngram import propose_ngram
+from specdec.sampling import SamplingParams, draft_distribution, one_hot_rows
+
+
+@dataclass(frozen=True)
+class Proposal:
+    token_ids: list[int]  # x_1..x_n, n <= k
+    q: torch.Tensor  # [n, V] float32: the rows each x_i was sampled from
+
+
+def propose_with_model(
+    lm: CachedLM, session_id: str, token_ids: list[int], k: int, params: SamplingParams, seed: int
+) -> Proposal:
+    """Samples x_1..x_k autoregressively, each from exactly the q_i it returns."""
+    generator = torch.Generator().manual_seed(seed)
+    sequence = list(token_ids)
+    rows = []
+    for _ in range(k):
+        q_i = draft_distribution(lm.logits(session_id, sequence, 1)[0].cpu(), params)  # [V]
+        sequence.append(int(torch.multinomial(q_i, 1, generator=generator)))
+        rows.append(q_i)
+    proposed = sequence[len(token_ids) :]
+    q = torch.stack(rows) if rows else torch.zeros(0, lm.vocab_size)
+    return Proposal(proposed, q)
+
+
+def propose_with_ngram(token_ids: list[int], k: int) -> Proposal:
+    proposed = propose_ngram(token_ids, k)
+    # Width max id + 1: the rows go sparse on the wire and the orchestrator widens them.
+    width = max(proposed, default=0) + 1
+    return Proposal(proposed, one_hot_rows(torch.tensor(proposed, dtype=torch.long), width))

@@ -1,0 +1,49 @@
+"""specdec.v1.Draft over gRPC: a thin adapter on draft_service.drafter."""
+
+from __future__ import annotations
+
+import grpc
+
+from draft_service.drafter import Proposal, propose_with_model, propose_with_ngram
+from specdec.hosted_model import HostedModel
+from specdec.serving import FailedPrecondition, ModelWorker, map_errors
+from specdec.v1 import common_pb2, draft_pb2, draft_pb2_grpc
+from specdec.validation import check_tokens, sampling_from_proto
+from specdec.wire import encode_rows
+
+NGRAM_MAX_K = 64  # the n-gram drafter costs nothing per token; only the target bounds its k
+
+
+class DraftServicer(draft_pb2_grpc.DraftServicer):
+    def __init__(self, model: HostedModel | None, max_k: int) -> None:
+        self._model = model
+        self._max_k = max_k
+        self._worker = ModelWorker()
+
+    @map_errors
+    async def Propose(self, request: draft_pb2.ProposeRequest, context: grpc.aio.ServicerContext):
+        params = sampling_from_proto(request.sampling)
+        k = request.num_tokens
+        if request.method == draft_pb2.DRAFT_METHOD_MODEL:
+            if self._model is None:
+                raise FailedPrecondition("this draft service has no model loaded (start it with --model); use draft=ngram")
+            info = self._model.info
+            tokens = check_tokens(
+                request.token_ids, num_new=k, max_new=self._max_k, vocab_size=info.vocab_size, max_context=info.max_context
+            )
+            proposal: Proposal = await self._worker.run(
+                propose_with_model, self._model.lm, request.session_id, tokens, k, params, request.seed
+            )
+        else:  # DRAFT_METHOD_NGRAM, and the default
+            tokens = check_tokens(request.token_ids, num_new=k, max_new=NGRAM_MAX_K, vocab_size=0, max_context=2**31 - 1)
+            proposal = propose_with_ngram(tokens, k)
+        return draft_pb2.ProposeResponse(token_ids=proposal.token_ids, probs=encode_rows(proposal.q))
+
+    async def EndSession(self, request: draft_pb2.DraftEndSessionRequest, context: grpc.aio.ServicerContext):
+        if self._model is not None:
+            await self._worker.run(self._model.lm.end_session, request.session_id)
+        return draft_pb2.DraftEndSessionResponse()
+
+    async def GetModelInfo(self, request: draft_pb2.DraftGetModelInfoRequest, context: grpc.aio.ServicerContext):
+        info = self._model.info if self._model is not None else common_pb2.ModelInfo(max_speculative_tokens=NGRAM_MAX_K)
+        return draft_pb2.DraftGetModelInfoResponse(info=info)

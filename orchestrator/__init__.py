@@ -1,0 +1,1 @@
+"""The orchestrator: the speculative loop behind the public Generation API."""

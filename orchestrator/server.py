@@ -1,0 +1,41 @@
+"""`specdec serve orchestrator`: connect to draft and target, serve specdec.v1.Generation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orchestrator.clients import DraftClient, TargetClient, open_channel
+from orchestrator.servicer import GenerationServicer
+from specdec.models import load_tokenizer
+from specdec.serving import serve
+from specdec.v1 import generation_pb2, generation_pb2_grpc
+
+
+@dataclass(frozen=True)
+class OrchestratorOptions:
+    draft_address: str
+    target_address: str
+    tokenizer: str
+    default_draft: str  # "" = model when the draft service has one, else ngram
+    default_k: int
+    default_max_new_tokens: int
+    call_timeout_s: float
+
+
+async def run(host: str, port: int, options: OrchestratorOptions, max_connection_age_s: float) -> None:
+    servicer = GenerationServicer(
+        tokenizer=load_tokenizer(options.tokenizer),
+        draft=DraftClient(open_channel(options.draft_address), options.call_timeout_s),
+        target=TargetClient(open_channel(options.target_address), options.call_timeout_s),
+        default_draft=options.default_draft,
+        default_k=options.default_k,
+        default_max_new_tokens=options.default_max_new_tokens,
+    )
+    await serve(
+        host=host,
+        port=port,
+        register=lambda server: generation_pb2_grpc.add_GenerationServicer_to_server(servicer, server),
+        service_names=[generation_pb2.DESCRIPTOR.services_by_name["Generation"].full_name],
+        readiness=servicer.connect,
+        max_connection_age_s=max_connection_age_s,
+    )

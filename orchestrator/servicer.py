@@ -1,0 +1,147 @@
+"""specdec.v1.Generation: request in, token and text chunks out, statistics on the last chunk."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+
+import grpc
+from transformers import PreTrainedTokenizerBase
+
+from orchestrator.clients import DraftClient, TargetClient
+from orchestrator.loop import LoopStats, speculative_tokens
+from orchestrator.request import GenerationConfig, ServerDefaults, parse_request
+from orchestrator.text_stream import TextStream
+from specdec.models import tokenizer_fingerprint
+from specdec.serving import map_errors
+from specdec.v1 import generation_pb2, generation_pb2_grpc
+
+log = logging.getLogger("specdec")
+
+
+class GenerationServicer(generation_pb2_grpc.GenerationServicer):
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        draft: DraftClient,
+        target: TargetClient,
+        default_draft: str,
+        default_k: int,
+        default_max_new_tokens: int,
+    ) -> None:
+        self._tokenizer = tokenizer
+        self._draft = draft
+        self._target = target
+        self._default_draft = default_draft
+        self._default_k = default_k
+        self._default_max_new_tokens = default_max_new_tokens
+        self._defaults: ServerDefaults | None = None
+
+    async def connect(self) -> None:
+        """Waits for both upstreams and checks they and our tokenizer agree on token ids."""
+        target_info, draft_info = await asyncio.gather(self._target.fetch_info(), self._draft.fetch_info())
+        ours = tokenizer_fingerprint(self._tokenizer)
+        if target_info.tokenizer_fingerprint != ours:
+            raise RuntimeError(
+                f"the target model {target_info.model!r} uses a different tokenizer vocabulary than the "
+                "orchestrator's --tokenizer; point --tokenizer at the target model"
+            )
+        if draft_info.model and (
+            draft_info.tokenizer_fingerprint != ours or draft_info.vocab_size != target_info.vocab_size
+        ):
+            raise RuntimeError(
+                f"the draft model {draft_info.model!r} and the target model {target_info.model!r} do not share a "
+                "tokenizer vocabulary, so draft token ids would mean other text to the target; pick a draft "
+                "trained with the target's tokenizer, or serve the draft without --model (n-gram drafting)"
+            )
+        default_draft = self._default_draft or ("model" if draft_info.model else "ngram")
+        if default_draft == "model" and not draft_info.model:
+            raise RuntimeError("--default-draft model, but the draft service has no model loaded")
+        self._defaults = ServerDefaults(
+            draft=default_draft,
+            k=self._default_k,
+            max_k=min(target_info.max_speculative_tokens, draft_info.max_speculative_tokens),
+            max_new_tokens=self._default_max_new_tokens,
+            draft_has_model=bool(draft_info.model),
+        )
+        log.info("target %s, draft %s (default %s, k=%d)", target_info.model, draft_info.model or "n-gram only",
+                 default_draft, self._default_k)
+
+    @map_errors
+    async def Generate(self, request: generation_pb2.GenerateRequest, context: grpc.aio.ServicerContext):
+        assert self._defaults is not None, "Generate before connect(): health reports NOT_SERVING until then"
+        info = self._target.info
+        config = parse_request(request, self._tokenizer, self._defaults, info.vocab_size, info.max_context)
+        session_id = uuid.uuid4().hex
+        try:
+            async for chunk in self._stream(config, session_id):
+                yield chunk
+        finally:
+            # Ending a session is a hint: caches are bounded and evict on their own.
+            asyncio.ensure_future(self._end_session(session_id, config.draft == "model"))
+
+    async def _stream(self, config: GenerationConfig, session_id: str):
+        started = time.perf_counter()
+        first_token_at = 0.0
+        stats = LoopStats()
+        text = TextStream(self._tokenizer, config.prompt_ids, config.stop)
+        eos_id = self._tokenizer.eos_token_id
+        generated = 0
+        finish_reason = ""
+        iterations = speculative_tokens(config, session_id, self._draft, self._target, stats)
+        async with contextlib.aclosing(iterations):
+            async for tokens in iterations:
+                first_token_at = first_token_at or time.perf_counter()
+                chunk = generation_pb2.GenerateResponse()
+                for token in tokens:
+                    chunk.token_ids.append(token)
+                    generated += 1
+                    if token == eos_id and not config.ignore_eos:
+                        finish_reason = "eos"
+                        break
+                    chunk.text += text.push(token)
+                    if text.stopped:
+                        finish_reason = "stop"
+                        break
+                if finish_reason or generated >= config.max_new_tokens:
+                    break  # this chunk is the last one: it carries the finish reason and stats
+                yield chunk
+        finish_reason = finish_reason or "length"
+        if finish_reason != "stop":
+            chunk.text += text.flush()
+        elapsed = time.perf_counter() - started
+        chunk.finish_reason = finish_reason
+        chunk.stats.CopyFrom(
+            generation_pb2.GenerationStats(
+                prompt_tokens=len(config.prompt_ids),
+                generated_tokens=generated,
+                drafted_tokens=stats.drafted_tokens,
+                accepted_tokens=stats.accepted_tokens,
+                target_calls=stats.target_calls,
+                acceptance_rate=stats.accepted_tokens / stats.drafted_tokens if stats.drafted_tokens else 0.0,
+                mean_accepted_tokens=generated / stats.target_calls if stats.target_calls else 0.0,
+                accepted_per_position=stats.accepted_per_position,
+                drafted_per_position=stats.drafted_per_position,
+                draft=config.draft,
+                draft_model=self._draft.info.model if config.draft == "model" else "",
+                elapsed_seconds=elapsed,
+                time_to_first_token_seconds=(first_token_at - started) if first_token_at else 0.0,
+                tokens_per_second=generated / elapsed if elapsed > 0 else 0.0,
+                draft_seconds=stats.meter.draft_seconds,
+                target_seconds=stats.meter.target_seconds,
+                wire_bytes=stats.meter.wire_bytes,
+            )
+        )
+        yield chunk
+
+    async def _end_session(self, session_id: str, used_draft_model: bool) -> None:
+        calls = [self._target.end_session(session_id)]
+        if used_draft_model:
+            calls.append(self._draft.end_session(session_id))
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception):
+                log.debug("end_session hint failed: %s", result)

@@ -1,0 +1,89 @@
+"""Logits -> the distributions tokens are actually sampled from.
+
+Draft and target run the same code here, so p and q see the same temperature, top-k and
+top-p processing, renormalised, in float32 (DESIGN.md: "Rules that make it exact").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0  # 1 = off
+    top_k: int = 0  # 0 = off
+    lenience: float = 1.0  # 1 = exact
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    def validate(self) -> None:
+        """Raises ValueError with a message a person can act on."""
+        if not self.temperature >= 0.0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+        if not 0.0 < self.lenience <= 1.0:
+            raise ValueError(f"lenience must be in (0, 1] (1 = exact), got {self.lenience}")
+
+
+def sampling_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """[..., V] logits -> [..., V] float32 probabilities to sample from (temperature > 0).
+
+    Order as in transformers' generate: temperature, then top-k, then top-p.
+    """
+    logits = logits.float() / params.temperature
+    if params.top_k > 0 and params.top_k < logits.shape[-1]:
+        kth_best = torch.topk(logits, params.top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth_best, float("-inf"))
+    if params.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        sorted_probs = sorted_logits.softmax(dim=-1)
+        # Drop a token when the tokens ranked above it already reach top_p; the best one always stays.
+        mass_above = sorted_probs.cumsum(dim=-1) - sorted_probs
+        drop_sorted = mass_above >= params.top_p
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits.softmax(dim=-1)
+
+
+def greedy_scores(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """[..., V] logits -> [..., V] float32 scores for greedy verification.
+
+    Keeps the temperature-1 softmax of every token within `lenience` of the best one and zeroes
+    the rest: exact greedy (lenience 1) leaves only the argmax, so the row is one-hot in shape
+    and tiny on the wire, while the accept rule `p(x) >= lenience * max p` still sees the scores
+    it needs.
+    """
+    probs = logits.float().softmax(dim=-1)
+    best = probs.max(dim=-1, keepdim=True).values
+    return probs.masked_fill(probs < params.lenience * best, 0.0)
+
+
+def one_hot_rows(token_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """[n] token ids -> [n, V] float32 one-hot rows (the q of a deterministic proposal)."""
+    rows = torch.zeros(token_ids.shape[0], vocab_size, dtype=torch.float32)
+    rows[torch.arange(token_ids.shape[0]), token_ids] = 1.0
+    return rows
+
+
+def draft_distribution(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """[V] logits -> q row: the distribution the draft samples its token from.
+
+    Greedy drafting is the limit of sampling: q is one-hot at the argmax.
+    """
+    if params.greedy:
+        return one_hot_rows(logits.argmax(dim=-1, keepdim=True), logits.shape[-1])[0]
+    return sampling_probs(logits, params)
+
+
+def target_distribution(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """[..., V] logits -> p rows as the accept/correct step expects them."""
+    return greedy_scores(logits, params) if params.greedy else sampling_probs(logits, params)

@@ -1,0 +1,153 @@
+"""gRPC plumbing shared by the three services: server start-up and shutdown, health checking,
+reflection, message limits, channel options and error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import json
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+log = logging.getLogger("specdec")
+
+# One float32 vocabulary row is 0.2 MB for a 49k vocabulary and 0.5 MB for a 128k one; a call
+# carries at most max_k + 1 rows (17 at the default max_k of 16), and the wire format sends greedy
+# and truncated rows sparse. 32 MiB fits a 128k vocabulary at k = 16 with room to spare, and is
+# a bound, not an invitation: bigger messages mean the payload should shrink, not the limit grow.
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+
+_MESSAGE_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+]
+# round_robin spreads calls over every address a dns:/// target resolves to (a headless
+# Kubernetes Service), instead of pinning one HTTP/2 connection to one replica.
+CHANNEL_OPTIONS = _MESSAGE_OPTIONS + [
+    ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})),
+    ("grpc.enable_retries", 1),
+]
+
+
+class InvalidArgument(ValueError):
+    """Bad input from the caller; becomes INVALID_ARGUMENT with this message."""
+
+
+class FailedPrecondition(RuntimeError):
+    """The request is valid but this deployment cannot serve it; becomes FAILED_PRECONDITION."""
+
+
+_STATUS_OF = {InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT, FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION}
+
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def map_errors(method: Method) -> Method:
+    """Maps InvalidArgument / FailedPrecondition raised by a servicer method to gRPC statuses.
+
+    Works for unary methods (coroutines) and server-streaming ones (async generators).
+    """
+    if inspect.isasyncgenfunction(method):
+
+        @functools.wraps(method)
+        async def stream(self, request, context: grpc.aio.ServicerContext):
+            try:
+                async for response in method(self, request, context):
+                    yield response
+            except (InvalidArgument, FailedPrecondition) as error:
+                await context.abort(_STATUS_OF[type(error)], str(error))
+
+        return stream  # type: ignore[return-value]
+
+    @functools.wraps(method)
+    async def unary(self, request, context: grpc.aio.ServicerContext):
+        try:
+            return await method(self, request, context)
+        except (InvalidArgument, FailedPrecondition) as error:
+            await context.abort(_STATUS_OF[type(error)], str(error))
+
+    return unary  # type: ignore[return-value]
+
+
+class ModelWorker:
+    """Runs blocking model calls one at a time on a dedicated thread, off the event loop."""
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args))
+
+
+async def serve(
+    *,
+    host: str,
+    port: int,
+    register: Callable[[grpc.aio.Server], None],
+    service_names: list[str],
+    readiness: Callable[[], Awaitable[None]] | None = None,
+    max_connection_age_s: float = 0.0,
+    grace_s: float = 5.0,
+) -> None:
+    """Serves until SIGINT/SIGTERM, then drains in-flight calls for `grace_s` seconds.
+
+    Health reports NOT_SERVING until `readiness` (if any) completes, then SERVING.
+    """
+    options = list(_MESSAGE_OPTIONS)
+    if max_connection_age_s > 0:
+        # Clients reconnect periodically, so replicas added by scaling receive traffic.
+        options += [
+            ("grpc.max_connection_age_ms", int(max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(grace_s * 1000)),
+        ]
+    server = grpc.aio.server(options=options)
+    register(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise RuntimeError(f"could not listen on {host}:{port}")
+    await server.start()
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def become_ready() -> None:
+        if readiness is not None:
+            await readiness()
+        for name in ["", *service_names]:
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving %s on %s:%d", ", ".join(service_names), host, bound)
+
+    for name in ["", *service_names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    ready = asyncio.create_task(become_ready())
+    ready.add_done_callback(lambda task: task.cancelled() or task.exception() is None or stop.set())
+    await stop.wait()
+    ready.cancel()
+    log.info("shutting down (grace %.0f s)", grace_s)
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(grace_s)
+    if ready.done() and not ready.cancelled() and ready.exception() is not None:
+        raise ready.exception()  # a failed readiness check (say, mismatched models) is fatal
+
+
+async def check_health(address: str, timeout_s: float = 2.0) -> bool:
+    """True when the server at `address` reports SERVING."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        try:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout_s)
+        except grpc.aio.AioRpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING

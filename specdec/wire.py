@@ -1,0 +1,55 @@
+"""Packing probability rows into the ProbRows message and back.
+
+Rows travel as raw little-endian float32, never `repeated float`. A row with few non-zero
+entries (greedy, top-k/top-p, one-hot drafts) goes sparse: ids + probabilities of the
+non-zero entries only, so greedy verification costs bytes, not a vocabulary, per row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from specdec.v1 import common_pb2
+
+_SPARSE_ENTRY_BYTES = 8  # int32 id + float32 prob
+_DENSE_ENTRY_BYTES = 4
+
+
+def encode_rows(rows: torch.Tensor) -> common_pb2.ProbRows:
+    """[n, V] float32 rows -> ProbRows, sparse when that is smaller."""
+    rows = rows.detach().to("cpu", torch.float32).contiguous()
+    num_rows, vocab_size = rows.shape
+    message = common_pb2.ProbRows(num_rows=num_rows, vocab_size=vocab_size)
+    nonzero = rows != 0
+    if int(nonzero.sum()) * _SPARSE_ENTRY_BYTES < rows.numel() * _DENSE_ENTRY_BYTES:
+        row_idx, token_ids = nonzero.nonzero(as_tuple=True)  # row-major, so grouped by row
+        message.sparse_row_lengths = _le(nonzero.sum(dim=1).numpy(), "<i4")
+        message.sparse_token_ids = _le(token_ids.numpy(), "<i4")
+        message.sparse_probs = _le(rows[row_idx, token_ids].numpy(), "<f4")
+    else:
+        message.dense = _le(rows.numpy(), "<f4")
+    return message
+
+
+def decode_rows(message: common_pb2.ProbRows, vocab_size: int | None = None) -> torch.Tensor:
+    """ProbRows -> [n, V] float32 rows. `vocab_size` widens sparse rows to a known vocabulary."""
+    width = vocab_size or message.vocab_size
+    if message.dense:
+        dense = np.frombuffer(message.dense, dtype="<f4").reshape(message.num_rows, message.vocab_size)
+        rows = torch.from_numpy(dense.astype(np.float32))
+        if width > message.vocab_size:
+            rows = torch.nn.functional.pad(rows, (0, width - message.vocab_size))
+        return rows
+    lengths = torch.from_numpy(np.frombuffer(message.sparse_row_lengths, dtype="<i4").astype(np.int64))
+    token_ids = torch.from_numpy(np.frombuffer(message.sparse_token_ids, dtype="<i4").astype(np.int64))
+    probs = torch.from_numpy(np.frombuffer(message.sparse_probs, dtype="<f4").astype(np.float32))
+    if lengths.numel() != message.num_rows or not token_ids.numel() == probs.numel() == int(lengths.sum()):
+        raise ValueError("malformed sparse ProbRows: lengths do not match the entries")
+    rows = torch.zeros(message.num_rows, width, dtype=torch.float32)
+    rows[torch.repeat_interleave(torch.arange(message.num_rows), lengths), token_ids] = probs
+    return rows
+
+
+def _le(array: np.ndarray, dtype: str) -> bytes:
+    return np.ascontiguousarray(array, dtype=dtype).tobytes()

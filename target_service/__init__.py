@@ -1,0 +1,1 @@
+"""The target service: scores a drafted block in one forward pass."""
