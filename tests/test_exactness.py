@@ -66,7 +66,8 @@ async def sampled_joint(address: str, params: SamplingParams, draft: str, vocab:
 
 def chi_square_pvalue(counts: torch.Tensor, probs: torch.Tensor) -> float:
     """Pools cells expected below 5 times into one, as the test's approximation needs."""
-    expected = (probs.double() / probs.sum() * counts.sum()).flatten()
+    probs = probs.double()
+    expected = (probs / probs.sum() * counts.sum()).flatten()
     observed = counts.double().flatten()
     small = expected < 5
     expected = torch.cat([expected[~small], expected[small].sum().reshape(1)])

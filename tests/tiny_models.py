@@ -28,7 +28,7 @@ def save_tiny_lm(
     tokenizer: PreTrainedTokenizerBase,
     seed: int,
     *,
-    init_range: float = 1.0,
+    init_range: float = 0.3,
     hidden: int = 16,
     layers: int = 1,
     max_context: int = 256,
