@@ -15,11 +15,12 @@ import time
 import grpc
 from google.protobuf import json_format
 
-from specdec.embedded import ensure_embedded_model
-from specdec.hosted_model import ModelOptions, configure_torch_threads
-from specdec.models import DEFAULT_MODEL
+from specdec.embedded import DEFAULT_MODEL, ensure_embedded_model
 from specdec.serving import check_health
 from specdec.v1 import generation_pb2, generation_pb2_grpc
+
+# torch and transformers load only in the commands that need them: `specdec health` runs as a
+# container healthcheck every few seconds and `specdec generate` is a thin client.
 
 PORTS = {"orchestrator": 50051, "draft": 50052, "target": 50053}
 
@@ -34,9 +35,13 @@ def main(argv: list[str] | None = None) -> None:
     health.add_argument("address")
     health.set_defaults(func=lambda args: sys.exit(0 if asyncio.run(check_health(args.address)) else 1))
     prepare = commands.add_parser("prepare", help="fetch and convert the embedded default model into the cache")
-    prepare.set_defaults(func=lambda args: ensure_embedded_model())
+    prepare.set_defaults(func=_prepare)
     args = parser.parse_args(argv)
     args.func(args)
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    ensure_embedded_model()
 
 
 # --- serve -------------------------------------------------------------------------------------
@@ -89,6 +94,8 @@ def _serve(args: argparse.Namespace) -> None:
         )
         asyncio.run(run(options=options, **common))
         return
+    from specdec.hosted_model import ModelOptions, configure_torch_threads
+
     configure_torch_threads(args.threads)
     model_options = ModelOptions(args.dtype, args.device, args.cache_mb, args.max_k, args.trust_remote_code)
     if args.role == "draft":

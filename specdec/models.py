@@ -14,9 +14,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from specdec.embedded import ensure_embedded_model
+from specdec.embedded import DEFAULT_MODEL, ensure_embedded_model
 
-DEFAULT_MODEL = "default"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

@@ -56,6 +56,7 @@ class Stack:
     """Target, draft and orchestrator processes; `address` is the public API."""
 
     def __init__(self, target_model: str, draft_model: str = "", *orchestrator_args: str) -> None:
+        self.target_model = target_model
         self.target, self.target_address = start_service("target", "--model", target_model)
         self.draft, self.draft_address = start_service("draft", "--model", draft_model)
         self.processes = [self.target, self.draft]

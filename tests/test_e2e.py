@@ -1,0 +1,158 @@
+"""The public API end to end: three real services on loopback, tiny random models."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+from specdec.v1 import generation_pb2, generation_pb2_grpc
+from tests.conftest import TINY_CHARS
+from tests.stack import Stack, start_service, stop, wait_healthy
+from tests.tiny_models import char_tokenizer, save_tiny_lm
+
+PROMPT = "abcabcab"
+
+
+@pytest.fixture(scope="module")
+def stack(tiny_target, tiny_draft):
+    stack = Stack(str(tiny_target), str(tiny_draft))
+    yield stack
+    stack.close()
+
+
+def generate(address: str, **fields) -> list[generation_pb2.GenerateResponse]:
+    fields.setdefault("prompt", PROMPT)
+
+    async def call():
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = generation_pb2_grpc.GenerationStub(channel)
+            return [chunk async for chunk in stub.Generate(generation_pb2.GenerateRequest(**fields), timeout=60)]
+
+    return asyncio.run(call())
+
+
+def joined(chunks) -> tuple[str, list[int]]:
+    return "".join(c.text for c in chunks), [t for c in chunks for t in c.token_ids]
+
+
+def test_streams_chunks_and_ends_with_stats(stack):
+    chunks = generate(stack.address, max_new_tokens=23, num_speculative_tokens=3, draft="model", ignore_eos=True)
+    text, tokens = joined(chunks)
+    last = chunks[-1]
+    assert len(chunks) > 1 and all(not c.finish_reason and not c.HasField("stats") for c in chunks[:-1])
+    assert len(tokens) == 23 and last.finish_reason == "length"
+    stats = last.stats
+    assert stats.generated_tokens == 23 and stats.prompt_tokens == len(PROMPT) and stats.draft == "model"
+    assert 0 <= stats.accepted_tokens <= stats.drafted_tokens <= 3 * stats.target_calls
+    assert stats.acceptance_rate == pytest.approx(stats.accepted_tokens / stats.drafted_tokens)
+    assert stats.mean_accepted_tokens == pytest.approx(23 / stats.target_calls)
+    assert len(stats.drafted_per_position) <= 3 and sum(stats.accepted_per_position) == stats.accepted_tokens
+    assert stats.wire_bytes > 0 and stats.tokens_per_second > 0
+    assert text == char_tokenizer(TINY_CHARS).decode(tokens, skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("draft", ["model", "ngram"])
+def test_greedy_speculation_reproduces_plain_decoding(stack, draft):
+    expected = joined(generate(stack.address, max_new_tokens=40, draft="none", ignore_eos=True))
+    for k in (1, 2, 5):
+        got = generate(stack.address, max_new_tokens=40, draft=draft, num_speculative_tokens=k, ignore_eos=True)
+        assert joined(got) == expected
+
+
+def test_seeded_sampling_is_reproducible(stack):
+    fields = dict(max_new_tokens=30, temperature=0.9, top_k=5, seed=42, draft="model", num_speculative_tokens=3)
+    assert joined(generate(stack.address, **fields)) == joined(generate(stack.address, **fields))
+
+
+def test_stop_string_ends_generation_and_is_not_returned(stack):
+    text, _ = joined(generate(stack.address, max_new_tokens=40, ignore_eos=True))
+    stop_string = text[10:13]
+    first = text.index(stop_string)
+    chunks = generate(stack.address, max_new_tokens=40, ignore_eos=True, stop=["zzz", stop_string])
+    assert joined(chunks)[0] == text[:first]
+    assert chunks[-1].finish_reason == "stop"
+
+
+def test_eos_ends_generation(stack):
+    # Find a seed whose sampled continuation contains <eos> (id 0), then ask again without ignore_eos.
+    fields = dict(max_new_tokens=40, temperature=1.5, num_speculative_tokens=2, draft="model")
+    for seed in range(40):
+        _, tokens = joined(generate(stack.address, seed=seed, ignore_eos=True, **fields))
+        if 0 in tokens:
+            break
+    else:
+        pytest.fail("no sampled continuation produced <eos>; the tiny models changed")
+    chunks = generate(stack.address, seed=seed, **fields)
+    assert joined(chunks)[1] == tokens[: tokens.index(0) + 1]
+    assert chunks[-1].finish_reason == "eos"
+
+
+def test_chat_messages_use_the_chat_template(stack):
+    chunks = generate(stack.address, prompt="", messages=[{"role": "user", "content": "cab"}], max_new_tokens=5)
+    assert chunks[-1].stats.prompt_tokens == len("ucab") + 1  # the tiny template: role initial, content, "a"
+
+
+BAD_REQUESTS = {
+    "no prompt": (dict(prompt=""), "prompt"),
+    "two inputs": (dict(prompt_token_ids=[1, 2]), "exactly one"),
+    "negative temperature": (dict(temperature=-0.5), "temperature"),
+    "top_p zero": (dict(top_p=0.0), "top_p"),
+    "top_p above one": (dict(top_p=1.5), "top_p"),
+    "k above maximum": (dict(num_speculative_tokens=99), "num_speculative_tokens"),
+    "prompt beyond context": (dict(prompt="ab" * 200), "context"),
+    "unknown draft": (dict(draft="eagle"), "draft"),
+    "negative max_new_tokens": (dict(max_new_tokens=-1), "max_new_tokens"),
+    "lenience above one": (dict(lenience=2.0), "lenience"),
+    "empty stop string": (dict(stop=[""]), "stop"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_REQUESTS)
+def test_bad_input_is_invalid_argument_and_server_stays_healthy(stack, case):
+    fields, word = BAD_REQUESTS[case]
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        generate(stack.address, **fields)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert word in error.value.details()
+    assert joined(generate(stack.address, max_new_tokens=3))[1]
+
+
+def test_out_of_range_token_ids_are_rejected(stack):
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        generate(stack.address, prompt="", prompt_token_ids=[1, 2, 999])
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "999" in error.value.details()
+
+
+def test_health_and_reflection_on_every_service(stack):
+    services = {
+        stack.address: "specdec.v1.Generation",
+        stack.draft_address: "specdec.v1.Draft",
+        stack.target_address: "specdec.v1.Target",
+    }
+    for address, service in services.items():
+        with grpc.insecure_channel(address) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service))
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            database = ProtoReflectionDescriptorDatabase(channel)
+            assert service in database.get_services()
+            assert database.FindFileContainingSymbol(service).name.startswith("specdec/v1/")
+
+
+def test_orchestrator_refuses_a_draft_with_another_vocabulary(stack, tmp_path):
+    other = save_tiny_lm(tmp_path / "other", char_tokenizer("hijklmn"), seed=3)
+    draft, draft_address = start_service("draft", "--model", str(other))
+    try:
+        wait_healthy(draft, draft_address)
+        orchestrator, _ = start_service(
+            "orchestrator", "--draft-address", draft_address, "--target-address", stack.target_address,
+            "--tokenizer", stack.target_model,
+        )
+        orchestrator.wait(timeout=120)
+        assert orchestrator.returncode != 0
+        assert "do not share a tokenizer vocabulary" in stop(orchestrator)
+    finally:
+        stop(draft)
