@@ -148,7 +148,9 @@ def _up(args: argparse.Namespace) -> None:
             except subprocess.TimeoutExpired:
                 process.kill()
 
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Explicit handlers: a shell starts background jobs with SIGINT ignored, and `kill -INT` must still stop us.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
     try:
         for group in (("target", "draft"), ("orchestrator",)):
             for role in group:
@@ -168,6 +170,10 @@ def _up(args: argparse.Namespace) -> None:
         print("\nspecdec: stopping ...", file=sys.stderr)
     finally:
         stop_all()
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _wait_healthy(role: str, address: str, process: subprocess.Popen, timeout_s: float = 600.0) -> None:

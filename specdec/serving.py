@@ -101,7 +101,8 @@ async def serve(
 
     Health reports NOT_SERVING until `readiness` (if any) completes, then SERVING.
     """
-    options = list(_MESSAGE_OPTIONS)
+    # No SO_REUSEPORT: a second server on a taken port must fail, not share it silently.
+    options = [*_MESSAGE_OPTIONS, ("grpc.so_reuseport", 0)]
     if max_connection_age_s > 0:
         # Clients reconnect periodically, so replicas added by scaling receive traffic.
         options += [

@@ -46,6 +46,8 @@ def decode_rows(message: common_pb2.ProbRows, vocab_size: int | None = None) -> 
     probs = torch.from_numpy(np.frombuffer(message.sparse_probs, dtype="<f4").astype(np.float32))
     if lengths.numel() != message.num_rows or not token_ids.numel() == probs.numel() == int(lengths.sum()):
         raise ValueError("malformed sparse ProbRows: lengths do not match the entries")
+    if token_ids.numel() and not 0 <= int(token_ids.min()) <= int(token_ids.max()) < width:
+        raise ValueError(f"malformed sparse ProbRows: a token id is outside [0, {width})")
     rows = torch.zeros(message.num_rows, width, dtype=torch.float32)
     rows[torch.repeat_interleave(torch.arange(message.num_rows), lengths), token_ids] = probs
     return rows

@@ -156,3 +156,16 @@ def test_orchestrator_refuses_a_draft_with_another_vocabulary(stack, tmp_path):
         assert "do not share a tokenizer vocabulary" in stop(orchestrator)
     finally:
         stop(draft)
+
+
+def test_a_draft_identical_to_the_target_is_always_accepted(tiny_target):
+    """Greedy, draft == target: every draft accepted, each call commits k + 1 tokens (bonus path)."""
+    same = Stack(str(tiny_target), str(tiny_target))
+    try:
+        expected = joined(generate(same.address, max_new_tokens=24, draft="none", ignore_eos=True))
+        chunks = generate(same.address, max_new_tokens=24, draft="model", num_speculative_tokens=3, ignore_eos=True)
+    finally:
+        same.close()
+    assert joined(chunks) == expected
+    stats = chunks[-1].stats
+    assert stats.acceptance_rate == 1.0 and stats.target_calls == 6 and list(stats.accepted_per_position) == [6, 6, 6]

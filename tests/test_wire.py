@@ -97,3 +97,13 @@ def _sparse(lengths, ids, probs, num_rows) -> common_pb2.ProbRows:
 def test_malformed_sparse_message_raises_value_error(message):
     with pytest.raises(ValueError, match="malformed"):
         decode_rows(message)
+
+
+def test_sparse_ids_outside_the_vocabulary_are_rejected():
+    message = encode_rows(torch.nn.functional.one_hot(torch.tensor([3]), 10).float())
+    message.sparse_token_ids = np.array([-1], dtype="<i4").tobytes()
+    with pytest.raises(ValueError, match="outside"):
+        decode_rows(message)
+    message.sparse_token_ids = np.array([10], dtype="<i4").tobytes()
+    with pytest.raises(ValueError, match="outside"):
+        decode_rows(message)

@@ -1,0 +1,65 @@
+"""Greedy speculative output on the real default target is token-for-token transformers' own."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from specdec.v1 import generation_pb2, generation_pb2_grpc
+from tests.stack import Stack
+from tests.tiny_models import save_tiny_lm
+
+PROMPTS = [
+    "Why is the sky blue?",
+    "List three prime numbers and repeat the list twice.",
+    "Write a Python function that returns the square of a number.",
+]
+MAX_NEW_TOKENS = 32
+
+
+@pytest.fixture(scope="module")
+def random_draft(default_model, tmp_path_factory):
+    """A random draft over SmolLM2's vocabulary: it is mostly wrong, so rejections are exercised."""
+    tokenizer = AutoTokenizer.from_pretrained(default_model)
+    return save_tiny_lm(tmp_path_factory.mktemp("smol-draft"), tokenizer, seed=5, init_range=0.02, max_context=8192)
+
+
+@pytest.fixture(scope="module")
+def prompts_and_references(default_model):
+    tokenizer = AutoTokenizer.from_pretrained(default_model)
+    model = AutoModelForCausalLM.from_pretrained(default_model).eval()
+    cases = []
+    for prompt in PROMPTS:
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
+        ids = list(ids["input_ids"] if not isinstance(ids, list) else ids)
+        with torch.inference_mode():
+            out = model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=MAX_NEW_TOKENS)
+        cases.append((ids, out[0, len(ids) :].tolist()))
+    return cases
+
+
+@pytest.fixture(scope="module")
+def stack(default_model, random_draft):
+    stack = Stack(str(default_model), str(random_draft))
+    yield stack
+    stack.close()
+
+
+async def generate_tokens(address: str, prompt_ids: list[int], draft: str, k: int) -> list[int]:
+    request = generation_pb2.GenerateRequest(
+        prompt_token_ids=prompt_ids, max_new_tokens=MAX_NEW_TOKENS, temperature=0.0, draft=draft,
+        num_speculative_tokens=k,
+    )
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = generation_pb2_grpc.GenerationStub(channel)
+        return [t async for chunk in stub.Generate(request, timeout=300) for t in chunk.token_ids]
+
+
+@pytest.mark.parametrize("draft, k", [("ngram", 4), ("model", 3), ("none", 0)])
+def test_greedy_output_equals_transformers_generate(stack, prompts_and_references, draft, k):
+    for prompt_ids, reference in prompts_and_references:
+        assert asyncio.run(generate_tokens(stack.address, prompt_ids, draft, k)) == reference
