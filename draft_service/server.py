@@ -4,17 +4,14 @@ from __future__ import annotations
 
 from draft_service.servicer import DraftServicer
 from specdec.hosted_model import HostedModel, ModelOptions
-from specdec.serving import serve
+from specdec.serving import ServerSpec
 from specdec.v1 import draft_pb2, draft_pb2_grpc
 
 
-async def run(host: str, port: int, model: str, options: ModelOptions, max_connection_age_s: float) -> None:
-    hosted = HostedModel.load(model, options) if model else None
-    servicer = DraftServicer(hosted, options.max_k)
-    await serve(
-        host=host,
-        port=port,
+def draft_server(model: str, options: ModelOptions) -> ServerSpec:
+    """`model` "" serves only the n-gram drafter."""
+    servicer = DraftServicer(HostedModel.load(model, options) if model else None, options.max_k)
+    return ServerSpec(
         register=lambda server: draft_pb2_grpc.add_DraftServicer_to_server(servicer, server),
         service_names=[draft_pb2.DESCRIPTOR.services_by_name["Draft"].full_name],
-        max_connection_age_s=max_connection_age_s,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from draft_service.drafter import Proposal, propose_with_model, propose_with_ngram
+from specdec import metrics
 from specdec.hosted_model import HostedModel
 from specdec.serving import FailedPrecondition, ModelWorker, map_errors
 from specdec.v1 import common_pb2, draft_pb2, draft_pb2_grpc
@@ -31,9 +32,11 @@ class DraftServicer(draft_pb2_grpc.DraftServicer):
             tokens = check_tokens(
                 request.token_ids, num_new=k, max_new=self._max_k, vocab_size=info.vocab_size, max_context=info.max_context
             )
-            proposal: Proposal = await self._worker.run(
-                propose_with_model, self._model.lm, request.session_id, tokens, k, params, request.seed
-            )
+            with metrics.MODEL_CALL_SECONDS.labels(method="Propose").time():
+                proposal: Proposal = await self._worker.run(
+                    propose_with_model, self._model.lm, request.session_id, tokens, k, params, request.seed
+                )
+            metrics.observe_cache(self._model.lm)
         else:  # DRAFT_METHOD_NGRAM, and the default
             tokens = check_tokens(request.token_ids, num_new=k, max_new=NGRAM_MAX_K, vocab_size=0, max_context=2**31 - 1)
             proposal = propose_with_ngram(tokens, k)
@@ -42,6 +45,7 @@ class DraftServicer(draft_pb2_grpc.DraftServicer):
     async def EndSession(self, request: draft_pb2.DraftEndSessionRequest, context: grpc.aio.ServicerContext):
         if self._model is not None:
             await self._worker.run(self._model.lm.end_session, request.session_id)
+            metrics.observe_cache(self._model.lm)
         return draft_pb2.DraftEndSessionResponse()
 
     async def GetModelInfo(self, request: draft_pb2.DraftGetModelInfoRequest, context: grpc.aio.ServicerContext):

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import grpc
 import torch
 
+from specdec import telemetry
 from specdec.sampling import SamplingParams
 from specdec.serving import CHANNEL_OPTIONS
 from specdec.v1 import common_pb2, draft_pb2, draft_pb2_grpc, target_pb2, target_pb2_grpc
@@ -93,4 +94,4 @@ class TargetClient(_Upstream):
 
 
 def open_channel(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS, interceptors=telemetry.client_interceptors())

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 
 import grpc
 import torch
+from opentelemetry import trace
 
+from orchestrator import metrics
 from orchestrator.clients import CallMeter, DraftClient, Proposal, TargetClient
 from orchestrator.request import GenerationConfig
 from specdec.speculative import accept_correct
@@ -22,6 +24,7 @@ log = logging.getLogger("specdec")
 # A draft that is down or slow costs speed, never output: the iteration runs without drafts.
 _DRAFT_FAULTS = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 _SEED_BOUND = 2**62
+tracer = trace.get_tracer("specdec.orchestrator")
 
 
 @dataclass
@@ -43,41 +46,67 @@ class LoopStats:
                 counts[i] += 1
 
 
-async def speculative_tokens(
-    config: GenerationConfig, session_id: str, draft: DraftClient, target: TargetClient, stats: LoopStats
-) -> AsyncIterator[list[int]]:
-    """Yields the tokens each iteration commits, until config.max_new_tokens are out.
+class SpeculativeLoop:
+    """One request's loop. The caller stops early (EOS, stop strings) by closing `tokens()`."""
 
-    The caller stops early (EOS, stop strings) by closing the iterator.
-    """
-    vocab_size = target.info.vocab_size
-    generator = torch.Generator().manual_seed(config.seed)
-    committed = list(config.prompt_ids)
-    generated = 0
-    while generated < config.max_new_tokens:
-        # Never draft past the budget: the iteration adds up to k + 1 tokens.
-        k = min(config.k, config.max_new_tokens - generated - 1)
+    def __init__(
+        self, config: GenerationConfig, session_id: str, draft: DraftClient, target: TargetClient, stats: LoopStats
+    ) -> None:
+        self._config = config
+        self._session_id = session_id
+        self._draft = draft
+        self._target = target
+        self._stats = stats
+        self._generator = torch.Generator().manual_seed(config.seed)  # all of the request's randomness
+
+    async def tokens(self) -> AsyncIterator[list[int]]:
+        """Yields the tokens each iteration commits, until config.max_new_tokens are out."""
+        committed = list(self._config.prompt_ids)
+        budget = self._config.max_new_tokens
+        generated = 0
+        while generated < budget:
+            # Never draft past the budget: an iteration commits up to k + 1 tokens.
+            k = min(self._config.k, budget - generated - 1)
+            with tracer.start_as_current_span("specdec.iteration") as span:
+                new_tokens = await self._iteration(committed, k, span)
+            committed += new_tokens
+            generated += len(new_tokens)
+            yield new_tokens
+
+    async def _iteration(self, committed: list[int], k: int, span: trace.Span) -> list[int]:
+        """propose -> score -> accept/correct; returns the tokens it commits."""
+        config, meter = self._config, self._stats.meter
+        vocab_size = self._target.info.vocab_size
+        draft_before, target_before = meter.draft_seconds, meter.target_seconds
         proposal = Proposal([], torch.zeros(0, vocab_size))
         if k > 0:
-            seed = int(torch.randint(_SEED_BOUND, (1,), generator=generator))
+            seed = int(torch.randint(_SEED_BOUND, (1,), generator=self._generator))
             try:
-                proposal = await draft.propose(
-                    session_id, committed, k, config.draft, config.params, seed, vocab_size, stats.meter
+                proposal = await self._draft.propose(
+                    self._session_id, committed, k, config.draft, config.params, seed, vocab_size, meter
                 )
             except grpc.aio.AioRpcError as error:
                 if error.code() not in _DRAFT_FAULTS:
                     raise
                 log.warning("draft call failed (%s); this iteration runs without drafts", error.code().name)
-        p = await target.score(session_id, committed, proposal.token_ids, config.params, stats.meter)
+        p = await self._target.score(self._session_id, committed, proposal.token_ids, config.params, meter)
         verdict = accept_correct(
             torch.tensor(proposal.token_ids, dtype=torch.long),
             proposal.q,
             p,
             greedy=config.params.greedy,
             lenience=config.params.lenience,
-            generator=generator,
+            generator=self._generator,
         )
-        stats.record(drafted=len(proposal.token_ids), accepted=verdict.num_accepted)
-        committed += verdict.tokens
-        generated += len(verdict.tokens)
-        yield verdict.tokens
+        drafted = len(proposal.token_ids)
+        self._stats.record(drafted=drafted, accepted=verdict.num_accepted)
+        metrics.record_iteration(drafted=drafted, accepted=verdict.num_accepted)
+        span.set_attributes({
+            "specdec.k": k,
+            "specdec.drafted_tokens": drafted,
+            "specdec.accepted_tokens": verdict.num_accepted,
+            "specdec.committed_tokens": len(verdict.tokens),
+            "specdec.draft_seconds": meter.draft_seconds - draft_before,
+            "specdec.verify_seconds": meter.target_seconds - target_before,
+        })
+        return verdict.tokens

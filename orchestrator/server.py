@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from orchestrator.clients import DraftClient, TargetClient, open_channel
 from orchestrator.servicer import GenerationServicer
 from specdec.models import load_tokenizer
-from specdec.serving import serve
+from specdec.serving import ServerSpec
 from specdec.v1 import generation_pb2, generation_pb2_grpc
 
 
@@ -22,7 +22,8 @@ class OrchestratorOptions:
     call_timeout_s: float
 
 
-async def run(host: str, port: int, options: OrchestratorOptions, max_connection_age_s: float) -> None:
+def orchestrator_server(options: OrchestratorOptions) -> ServerSpec:
+    """Ready (health SERVING) once both upstreams answer and agree with our tokenizer."""
     servicer = GenerationServicer(
         tokenizer=load_tokenizer(options.tokenizer),
         draft=DraftClient(open_channel(options.draft_address), options.call_timeout_s),
@@ -31,11 +32,8 @@ async def run(host: str, port: int, options: OrchestratorOptions, max_connection
         default_k=options.default_k,
         default_max_new_tokens=options.default_max_new_tokens,
     )
-    await serve(
-        host=host,
-        port=port,
+    return ServerSpec(
         register=lambda server: generation_pb2_grpc.add_GenerationServicer_to_server(servicer, server),
         service_names=[generation_pb2.DESCRIPTOR.services_by_name["Generation"].full_name],
         readiness=servicer.connect,
-        max_connection_age_s=max_connection_age_s,
     )

@@ -9,10 +9,12 @@ import time
 import uuid
 
 import grpc
+from opentelemetry import trace
 from transformers import PreTrainedTokenizerBase
 
+from orchestrator import metrics
 from orchestrator.clients import DraftClient, TargetClient
-from orchestrator.loop import LoopStats, speculative_tokens
+from orchestrator.loop import LoopStats, SpeculativeLoop
 from orchestrator.request import GenerationConfig, ServerDefaults, parse_request
 from orchestrator.text_stream import TextStream
 from specdec.models import tokenizer_fingerprint
@@ -20,6 +22,7 @@ from specdec.serving import map_errors
 from specdec.v1 import generation_pb2, generation_pb2_grpc
 
 log = logging.getLogger("specdec")
+tracer = trace.get_tracer("specdec.orchestrator")
 
 
 class GenerationServicer(generation_pb2_grpc.GenerationServicer):
@@ -76,9 +79,26 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         info = self._target.info
         config = parse_request(request, self._tokenizer, self._defaults, info.vocab_size, info.max_context)
         session_id = uuid.uuid4().hex
+        # GenAI semantic conventions (gen_ai.*), so trace viewers show it as an LLM call.
+        attributes = {
+            "gen_ai.operation.name": "text_completion",
+            "gen_ai.provider.name": "specdec",
+            "gen_ai.request.model": info.model,
+            "gen_ai.request.max_tokens": config.max_new_tokens,
+            "gen_ai.request.temperature": config.params.temperature,
+            "gen_ai.request.top_p": config.params.top_p,
+            "gen_ai.request.top_k": config.params.top_k,
+            "gen_ai.request.seed": config.seed,
+            "gen_ai.usage.input_tokens": len(config.prompt_ids),
+            "specdec.draft": config.draft,
+            "specdec.k": config.k,
+            "specdec.session_id": session_id,
+        }
         try:
-            async for chunk in self._stream(config, session_id):
-                yield chunk
+            with tracer.start_as_current_span(f"text_completion {info.model}", attributes=attributes), \
+                    metrics.ACTIVE_REQUESTS.track_inprogress():
+                async for chunk in self._stream(config, session_id):
+                    yield chunk
         finally:
             # Ending a session is a hint: caches are bounded and evict on their own.
             asyncio.ensure_future(self._end_session(session_id, config.draft == "model"))
@@ -91,7 +111,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         eos_id = self._tokenizer.eos_token_id
         generated = 0
         finish_reason = ""
-        iterations = speculative_tokens(config, session_id, self._draft, self._target, stats)
+        iterations = SpeculativeLoop(config, session_id, self._draft, self._target, stats).tokens()
         async with contextlib.aclosing(iterations):
             async for tokens in iterations:
                 first_token_at = first_token_at or time.perf_counter()
@@ -113,6 +133,15 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         if finish_reason != "stop":
             chunk.text += text.flush()
         elapsed = time.perf_counter() - started
+        first_token_s = (first_token_at - started) if first_token_at else elapsed
+        metrics.record_request(config.draft, finish_reason, len(config.prompt_ids), generated, elapsed, first_token_s)
+        trace.get_current_span().set_attributes({
+            "gen_ai.usage.output_tokens": generated,
+            "gen_ai.response.finish_reasons": [finish_reason],
+            "specdec.drafted_tokens": stats.drafted_tokens,
+            "specdec.accepted_tokens": stats.accepted_tokens,
+            "specdec.target_calls": stats.target_calls,
+        })
         chunk.finish_reason = finish_reason
         chunk.stats.CopyFrom(
             generation_pb2.GenerationStats(
@@ -128,7 +157,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
                 draft=config.draft,
                 draft_model=self._draft.info.model if config.draft == "model" else "",
                 elapsed_seconds=elapsed,
-                time_to_first_token_seconds=(first_token_at - started) if first_token_at else 0.0,
+                time_to_first_token_seconds=first_token_s,
                 tokens_per_second=generated / elapsed if elapsed > 0 else 0.0,
                 draft_seconds=stats.meter.draft_seconds,
                 target_seconds=stats.meter.target_seconds,

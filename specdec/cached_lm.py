@@ -29,6 +29,7 @@ class CachedLM:
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         self.cache_budget_bytes = cache_budget_bytes
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        self._cached_bytes = 0  # kept as a running sum: metrics read it from another thread
 
     @torch.inference_mode()
     def logits(self, session_id: str, token_ids: list[int], num_logits: int) -> torch.Tensor:
@@ -36,7 +37,7 @@ class CachedLM:
 
         Row j is the model's output after token_ids[: len(token_ids) - num_logits + 1 + j].
         """
-        session = self._sessions.pop(session_id, None)
+        session = self._pop(session_id)
         # Positions whose logits we return must be computed now, so reuse stops short of them.
         reusable = len(token_ids) - num_logits
         if session is not None:
@@ -58,20 +59,27 @@ class CachedLM:
         return logits
 
     def end_session(self, session_id: str) -> None:
-        self._sessions.pop(session_id, None)
+        self._pop(session_id)
 
     @property
     def cached_bytes(self) -> int:
-        return sum(session.nbytes for session in self._sessions.values())
+        return self._cached_bytes
 
     @property
     def num_sessions(self) -> int:
         return len(self._sessions)
 
+    def _pop(self, session_id: str) -> _Session | None:
+        session = self._sessions.pop(session_id, None)
+        if session is not None:
+            self._cached_bytes -= session.nbytes
+        return session
+
     def _store(self, session_id: str, session: _Session) -> None:
         self._sessions[session_id] = session  # most recently used last
-        while self._sessions and self.cached_bytes > self.cache_budget_bytes:
-            self._sessions.popitem(last=False)
+        self._cached_bytes += session.nbytes
+        while self._sessions and self._cached_bytes > self.cache_budget_bytes:
+            self._pop(next(iter(self._sessions)))
 
 
 def _common_prefix_len(a: list[int], b: list[int]) -> int:

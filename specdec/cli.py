@@ -15,14 +15,17 @@ import time
 import grpc
 from google.protobuf import json_format
 
+from specdec import bench
 from specdec.embedded import DEFAULT_MODEL, ensure_embedded_model
-from specdec.serving import check_health
+from specdec import telemetry
+from specdec.serving import check_health, serve
 from specdec.v1 import generation_pb2, generation_pb2_grpc
 
 # torch and transformers load only in the commands that need them: `specdec health` runs as a
 # container healthcheck every few seconds and `specdec generate` is a thin client.
 
 PORTS = {"orchestrator": 50051, "draft": 50052, "target": 50053}
+METRICS_PORT = 9464
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,6 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     _add_serve(commands)
     _add_up(commands)
     _add_generate(commands)
+    bench.add_parser(commands)
     health = commands.add_parser("health", help="exit 0 when the gRPC server at ADDRESS reports SERVING")
     health.add_argument("address")
     health.set_defaults(func=lambda args: sys.exit(0 if asyncio.run(check_health(args.address)) else 1))
@@ -54,6 +58,7 @@ def _add_serve(commands) -> None:
         parser = roles.add_parser(role)
         parser.add_argument("--host", default="0.0.0.0")
         parser.add_argument("--port", type=int, default=PORTS[role])
+        parser.add_argument("--metrics-port", type=int, default=METRICS_PORT, help="Prometheus /metrics (0 = off)")
         parser.add_argument("--max-connection-age-s", type=float, default=0.0,
                             help="close client connections after this long so new replicas get traffic (0 = never)")
         if role == "orchestrator":
@@ -79,30 +84,41 @@ def _add_serve(commands) -> None:
 
 def _serve(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {args.role} %(levelname)s %(message)s")
-    common = dict(host=args.host, port=args.port, max_connection_age_s=args.max_connection_age_s)
+    telemetry.setup_tracing(f"specdec-{args.role}")
+    asyncio.run(_serve_role(args))
+
+
+async def _serve_role(args: argparse.Namespace) -> None:
+    # The spec is built inside the event loop: gRPC aio channels bind to the loop they are made in.
     if args.role == "orchestrator":
-        from orchestrator.server import OrchestratorOptions, run
+        from orchestrator.server import OrchestratorOptions, orchestrator_server
 
-        options = OrchestratorOptions(
-            draft_address=args.draft_address,
-            target_address=args.target_address,
-            tokenizer=args.tokenizer,
-            default_draft=args.default_draft or "",
-            default_k=args.default_k,
-            default_max_new_tokens=args.default_max_new_tokens,
-            call_timeout_s=args.call_timeout_s,
+        spec = orchestrator_server(
+            OrchestratorOptions(
+                draft_address=args.draft_address,
+                target_address=args.target_address,
+                tokenizer=args.tokenizer,
+                default_draft=args.default_draft or "",
+                default_k=args.default_k,
+                default_max_new_tokens=args.default_max_new_tokens,
+                call_timeout_s=args.call_timeout_s,
+            )
         )
-        asyncio.run(run(options=options, **common))
-        return
-    from specdec.hosted_model import ModelOptions, configure_torch_threads
-
-    configure_torch_threads(args.threads)
-    model_options = ModelOptions(args.dtype, args.device, args.cache_mb, args.max_k, args.trust_remote_code)
-    if args.role == "draft":
-        from draft_service.server import run
     else:
-        from target_service.server import run
-    asyncio.run(run(model=args.model, options=model_options, **common))
+        from specdec.hosted_model import ModelOptions, configure_torch_threads
+
+        configure_torch_threads(args.threads)
+        options = ModelOptions(args.dtype, args.device, args.cache_mb, args.max_k, args.trust_remote_code)
+        if args.role == "draft":
+            from draft_service.server import draft_server as build
+        else:
+            from target_service.server import target_server as build
+        spec = build(args.model, options)
+    from prometheus_client import start_http_server
+
+    if args.metrics_port:
+        start_http_server(args.metrics_port)
+    await serve(spec, host=args.host, port=args.port, max_connection_age_s=args.max_connection_age_s)
 
 
 # --- up ----------------------------------------------------------------------------------------
@@ -116,6 +132,8 @@ def _add_up(commands) -> None:
     up.add_argument("--port", type=int, default=PORTS["orchestrator"])
     up.add_argument("--draft-port", type=int, default=PORTS["draft"])
     up.add_argument("--target-port", type=int, default=PORTS["target"])
+    up.add_argument("--metrics-port", type=int, default=METRICS_PORT,
+                    help="orchestrator's /metrics; draft and target use the next two ports (0 = off)")
     up.add_argument("--default-k", type=int, default=4)
     up.add_argument("--dtype", default="float32")
     up.add_argument("--device", default="cpu")
@@ -129,10 +147,16 @@ def _up(args: argparse.Namespace) -> None:
     model_flags = ["--dtype", args.dtype, "--device", args.device]
     addresses = {role: f"{args.host}:{port}" for role, port in
                  (("target", args.target_port), ("draft", args.draft_port), ("orchestrator", args.port))}
+    def metrics_port(offset: int) -> str:
+        return str(args.metrics_port + offset if args.metrics_port else 0)
+
     commands = {
-        "target": [*serve, "target", "--host", args.host, "--port", str(args.target_port), "--model", args.target_model, *model_flags],
-        "draft": [*serve, "draft", "--host", args.host, "--port", str(args.draft_port), "--model", args.draft_model, *model_flags],
+        "target": [*serve, "target", "--host", args.host, "--port", str(args.target_port), "--model", args.target_model,
+                   "--metrics-port", metrics_port(2), *model_flags],
+        "draft": [*serve, "draft", "--host", args.host, "--port", str(args.draft_port), "--model", args.draft_model,
+                  "--metrics-port", metrics_port(1), *model_flags],
         "orchestrator": [*serve, "orchestrator", "--host", args.host, "--port", str(args.port),
+                         "--metrics-port", metrics_port(0),
                          "--draft-address", addresses["draft"], "--target-address", addresses["target"],
                          "--tokenizer", args.target_model, "--default-k", str(args.default_k)],
     }

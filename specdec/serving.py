@@ -11,11 +11,14 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
+from specdec import telemetry
 
 log = logging.getLogger("specdec")
 
@@ -87,20 +90,32 @@ class ModelWorker:
         return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args))
 
 
-async def serve(
-    *,
-    host: str,
-    port: int,
-    register: Callable[[grpc.aio.Server], None],
-    service_names: list[str],
-    readiness: Callable[[], Awaitable[None]] | None = None,
-    max_connection_age_s: float = 0.0,
-    grace_s: float = 5.0,
-) -> None:
-    """Serves until SIGINT/SIGTERM, then drains in-flight calls for `grace_s` seconds.
+@dataclass(frozen=True)
+class ServerSpec:
+    """What a service contributes to a server: its servicers and when it is ready."""
 
-    Health reports NOT_SERVING until `readiness` (if any) completes, then SERVING.
-    """
+    register: Callable[[grpc.aio.Server], None]
+    service_names: list[str]
+    readiness: Callable[[], Awaitable[None]] | None = None  # health is NOT_SERVING until it completes
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    ready: asyncio.Task
+
+    async def stop(self, grace_s: float) -> None:
+        self.ready.cancel()
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+
+
+async def start_server(
+    spec: ServerSpec, *, host: str, port: int, max_connection_age_s: float = 0.0, grace_s: float = 5.0
+) -> RunningServer:
+    """Starts serving `spec` with health checking and reflection; port 0 picks a free port."""
     # No SO_REUSEPORT: a second server on a taken port must fail, not share it silently.
     options = [*_MESSAGE_OPTIONS, ("grpc.so_reuseport", 0)]
     if max_connection_age_s > 0:
@@ -109,37 +124,41 @@ async def serve(
             ("grpc.max_connection_age_ms", int(max_connection_age_s * 1000)),
             ("grpc.max_connection_age_grace_ms", int(grace_s * 1000)),
         ]
-    server = grpc.aio.server(options=options)
-    register(server)
+    server = grpc.aio.server(options=options, interceptors=telemetry.server_interceptors())
+    spec.register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    reflection.enable_server_reflection([*spec.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise RuntimeError(f"could not listen on {host}:{port}")
     await server.start()
+    names = ["", *spec.service_names]
+    for name in names:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
+    async def become_ready() -> None:
+        if spec.readiness is not None:
+            await spec.readiness()
+        for name in names:
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving %s on %s:%d", ", ".join(spec.service_names), host, bound)
+
+    return RunningServer(server, bound, health_servicer, asyncio.create_task(become_ready()))
+
+
+async def serve(spec: ServerSpec, *, host: str, port: int, max_connection_age_s: float = 0.0, grace_s: float = 5.0) -> None:
+    """Serves until SIGINT/SIGTERM, then drains in-flight calls for `grace_s` seconds."""
+    running = await start_server(spec, host=host, port=port, max_connection_age_s=max_connection_age_s, grace_s=grace_s)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-
-    async def become_ready() -> None:
-        if readiness is not None:
-            await readiness()
-        for name in ["", *service_names]:
-            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("serving %s on %s:%d", ", ".join(service_names), host, bound)
-
-    for name in ["", *service_names]:
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    ready = asyncio.create_task(become_ready())
-    ready.add_done_callback(lambda task: task.cancelled() or task.exception() is None or stop.set())
+    running.ready.add_done_callback(lambda task: task.cancelled() or task.exception() is None or stop.set())
     await stop.wait()
-    ready.cancel()
     log.info("shutting down (grace %.0f s)", grace_s)
-    await health_servicer.enter_graceful_shutdown()
-    await server.stop(grace_s)
+    await running.stop(grace_s)
+    ready = running.ready
     if ready.done() and not ready.cancelled() and ready.exception() is not None:
         raise ready.exception()  # a failed readiness check (say, mismatched models) is fatal
 

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from specdec.hosted_model import HostedModel, ModelOptions
-from specdec.serving import serve
+from specdec.serving import ServerSpec
 from specdec.v1 import target_pb2, target_pb2_grpc
 from target_service.servicer import TargetServicer
 
 
-async def run(host: str, port: int, model: str, options: ModelOptions, max_connection_age_s: float) -> None:
+def target_server(model: str, options: ModelOptions) -> ServerSpec:
     servicer = TargetServicer(HostedModel.load(model, options))
-    await serve(
-        host=host,
-        port=port,
+    return ServerSpec(
         register=lambda server: target_pb2_grpc.add_TargetServicer_to_server(servicer, server),
         service_names=[target_pb2.DESCRIPTOR.services_by_name["Target"].full_name],
-        max_connection_age_s=max_connection_age_s,
     )

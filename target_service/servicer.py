@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 import torch
 
+from specdec import metrics
 from specdec.cached_lm import CachedLM
 from specdec.hosted_model import HostedModel
 from specdec.sampling import SamplingParams, target_distribution
@@ -40,11 +41,14 @@ class TargetServicer(target_pb2_grpc.TargetServicer):
             max_context=info.max_context,
             draft_ids=drafts,
         )
-        p = await self._worker.run(score_block, self._model.lm, request.session_id, tokens, drafts, params)
+        with metrics.MODEL_CALL_SECONDS.labels(method="Score").time():
+            p = await self._worker.run(score_block, self._model.lm, request.session_id, tokens, drafts, params)
+        metrics.observe_cache(self._model.lm)
         return target_pb2.ScoreResponse(probs=encode_rows(p))
 
     async def EndSession(self, request: target_pb2.TargetEndSessionRequest, context: grpc.aio.ServicerContext):
         await self._worker.run(self._model.lm.end_session, request.session_id)
+        metrics.observe_cache(self._model.lm)
         return target_pb2.TargetEndSessionResponse()
 
     async def GetModelInfo(self, request: target_pb2.TargetGetModelInfoRequest, context: grpc.aio.ServicerContext):

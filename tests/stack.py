@@ -22,9 +22,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_service(role: str, *args: str) -> tuple[subprocess.Popen, str]:
+def start_service(role: str, *args: str, metrics_port: int = 0) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    command = [sys.executable, "-m", "specdec", "serve", role, "--host", "127.0.0.1", "--port", str(port), *args]
+    command = [
+        sys.executable, "-m", "specdec", "serve", role, "--host", "127.0.0.1", "--port", str(port),
+        "--metrics-port", str(metrics_port), *args,
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return process, f"127.0.0.1:{port}"
@@ -55,17 +58,26 @@ def stop(process: subprocess.Popen) -> str:
 class Stack:
     """Target, draft and orchestrator processes; `address` is the public API."""
 
-    def __init__(self, target_model: str, draft_model: str = "", *orchestrator_args: str) -> None:
+    def __init__(
+        self, target_model: str, draft_model: str = "", *orchestrator_args: str, metrics: bool = False, threads: int = 0
+    ) -> None:
+        """threads: torch threads per model service; 1 suits tiny models (no thread contention)."""
         self.target_model = target_model
-        self.target, self.target_address = start_service("target", "--model", target_model)
-        self.draft, self.draft_address = start_service("draft", "--model", draft_model)
+        self.metrics_ports = {role: free_port() if metrics else 0 for role in ("target", "draft", "orchestrator")}
+        model_flags = ("--threads", str(threads))
+        self.target, self.target_address = start_service(
+            "target", "--model", target_model, *model_flags, metrics_port=self.metrics_ports["target"]
+        )
+        self.draft, self.draft_address = start_service(
+            "draft", "--model", draft_model, *model_flags, metrics_port=self.metrics_ports["draft"]
+        )
         self.processes = [self.target, self.draft]
         try:
             wait_healthy(self.target, self.target_address)
             wait_healthy(self.draft, self.draft_address)
             self.orchestrator, self.address = start_service(
                 "orchestrator", "--draft-address", self.draft_address, "--target-address", self.target_address,
-                "--tokenizer", target_model, *orchestrator_args,
+                "--tokenizer", target_model, *orchestrator_args, metrics_port=self.metrics_ports["orchestrator"],
             )
             self.processes.append(self.orchestrator)
             wait_healthy(self.orchestrator, self.address)

@@ -19,7 +19,7 @@ PROMPT = "abcabcab"
 
 @pytest.fixture(scope="module")
 def stack(tiny_target, tiny_draft):
-    stack = Stack(str(tiny_target), str(tiny_draft))
+    stack = Stack(str(tiny_target), str(tiny_draft), threads=1)
     yield stack
     stack.close()
 
@@ -160,7 +160,7 @@ def test_orchestrator_refuses_a_draft_with_another_vocabulary(stack, tmp_path):
 
 def test_a_draft_identical_to_the_target_is_always_accepted(tiny_target):
     """Greedy, draft == target: every draft accepted, each call commits k + 1 tokens (bonus path)."""
-    same = Stack(str(tiny_target), str(tiny_target))
+    same = Stack(str(tiny_target), str(tiny_target), threads=1)
     try:
         expected = joined(generate(same.address, max_new_tokens=24, draft="none", ignore_eos=True))
         chunks = generate(same.address, max_new_tokens=24, draft="model", num_speculative_tokens=3, ignore_eos=True)

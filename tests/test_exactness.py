@@ -28,7 +28,7 @@ SAMPLES = 3000
 
 @pytest.fixture(scope="module")
 def tiny_stack(tiny_target, tiny_draft):
-    stack = Stack(str(tiny_target), str(tiny_draft))
+    stack = Stack(str(tiny_target), str(tiny_draft), threads=1)
     yield stack
     stack.close()
 
