@@ -16,6 +16,7 @@ import grpc
 from google.protobuf import json_format
 
 from specdec import bench
+from specdec import distill
 from specdec.embedded import DEFAULT_MODEL, ensure_embedded_model
 from specdec import telemetry
 from specdec.serving import check_health, serve
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     _add_up(commands)
     _add_generate(commands)
     bench.add_parser(commands)
+    distill.add_parser(commands)
     health = commands.add_parser("health", help="exit 0 when the gRPC server at ADDRESS reports SERVING")
     health.add_argument("address")
     health.set_defaults(func=lambda args: sys.exit(0 if asyncio.run(check_health(args.address)) else 1))
