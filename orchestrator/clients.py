@@ -76,17 +76,25 @@ class TargetClient(_Upstream):
         return self.info
 
     async def score(
-        self, session_id: str, token_ids: list[int], draft_token_ids: list[int], params: SamplingParams, meter: CallMeter
-    ) -> torch.Tensor:
-        """[k+1, V] p rows."""
+        self,
+        session_id: str,
+        token_ids: list[int],
+        draft_token_ids: list[int],
+        q_x: torch.Tensor,
+        u: torch.Tensor,
+        params: SamplingParams,
+        meter: CallMeter,
+    ) -> tuple[int, torch.Tensor]:
+        """(n accepted drafts, [V] p_{n+1})."""
         request = target_pb2.ScoreRequest(
-            session_id=session_id, token_ids=token_ids, draft_token_ids=draft_token_ids, sampling=sampling_to_proto(params)
+            session_id=session_id, token_ids=token_ids, draft_token_ids=draft_token_ids,
+            sampling=sampling_to_proto(params), draft_token_probs=q_x.tolist(), uniforms=u.tolist(),
         )
         started = time.perf_counter()
         reply = await target_pb2_grpc.TargetStub(self.channel).Score(request, timeout=self.timeout_s)
         meter.target_seconds += time.perf_counter() - started
         meter.wire_bytes += request.ByteSize() + reply.ByteSize()
-        return decode_rows(reply.probs, self.info.vocab_size)
+        return reply.num_accepted, decode_rows(reply.probs, self.info.vocab_size)[0]
 
     async def end_session(self, session_id: str) -> None:
         stub = target_pb2_grpc.TargetStub(self.channel)

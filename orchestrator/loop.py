@@ -15,9 +15,10 @@ import torch
 from opentelemetry import trace
 
 from orchestrator import metrics
+from orchestrator.adaptive_k import AdaptiveK, CostModel
 from orchestrator.clients import CallMeter, DraftClient, Proposal, TargetClient
 from orchestrator.request import GenerationConfig
-from specdec.speculative import accept_correct
+from specdec.speculative import correct, draw_uniforms
 
 log = logging.getLogger("specdec")
 
@@ -50,9 +51,16 @@ class SpeculativeLoop:
     """One request's loop. The caller stops early (EOS, stop strings) by closing `tokens()`."""
 
     def __init__(
-        self, config: GenerationConfig, session_id: str, draft: DraftClient, target: TargetClient, stats: LoopStats
+        self,
+        config: GenerationConfig,
+        session_id: str,
+        draft: DraftClient,
+        target: TargetClient,
+        stats: LoopStats,
+        costs: CostModel,
     ) -> None:
         self._config = config
+        self._adaptive_k = AdaptiveK(costs, config.draft, config.k) if config.adaptive else None
         self._session_id = session_id
         self._draft = draft
         self._target = target
@@ -66,7 +74,8 @@ class SpeculativeLoop:
         generated = 0
         while generated < budget:
             # Never draft past the budget: an iteration commits up to k + 1 tokens.
-            k = min(self._config.k, budget - generated - 1)
+            limit = budget - generated - 1
+            k = self._adaptive_k.choose(limit) if self._adaptive_k else min(self._config.k, limit)
             with tracer.start_as_current_span("specdec.iteration") as span:
                 new_tokens = await self._iteration(committed, k, span)
             committed += new_tokens
@@ -89,24 +98,28 @@ class SpeculativeLoop:
                 if error.code() not in _DRAFT_FAULTS:
                     raise
                 log.warning("draft call failed (%s); this iteration runs without drafts", error.code().name)
-        p = await self._target.score(self._session_id, committed, proposal.token_ids, config.params, meter)
-        verdict = accept_correct(
-            torch.tensor(proposal.token_ids, dtype=torch.long),
-            proposal.q,
-            p,
-            greedy=config.params.greedy,
-            lenience=config.params.lenience,
-            generator=self._generator,
-        )
-        drafted = len(proposal.token_ids)
-        self._stats.record(drafted=drafted, accepted=verdict.num_accepted)
-        metrics.record_iteration(drafted=drafted, accepted=verdict.num_accepted)
+        # The accept test runs in the target (it has the rows p) with our uniforms; the
+        # correction runs here on the one row it returns. Same draws as accept_correct.
+        drafts, q = proposal.token_ids, proposal.q
+        greedy, lenience = config.params.greedy, config.params.lenience
+        u = draw_uniforms(len(drafts), greedy, self._generator)
+        q_x = q[torch.arange(len(drafts)), torch.tensor(drafts, dtype=torch.long)]
+        n, p_next = await self._target.score(self._session_id, committed, drafts, q_x, u, config.params, meter)
+        token = correct(p_next, q[n] if n < len(drafts) else None, greedy=greedy, lenience=lenience,
+                        generator=self._generator)
+        tokens = drafts[:n] + [token]
+        self._stats.record(drafted=len(drafts), accepted=n)
+        if self._adaptive_k:
+            self._adaptive_k.observe(
+                k, len(drafts), n, meter.draft_seconds - draft_before, meter.target_seconds - target_before
+            )
+        metrics.record_iteration(drafted=len(drafts), accepted=n)
         span.set_attributes({
             "specdec.k": k,
-            "specdec.drafted_tokens": drafted,
-            "specdec.accepted_tokens": verdict.num_accepted,
-            "specdec.committed_tokens": len(verdict.tokens),
+            "specdec.drafted_tokens": len(drafts),
+            "specdec.accepted_tokens": n,
+            "specdec.committed_tokens": len(tokens),
             "specdec.draft_seconds": meter.draft_seconds - draft_before,
             "specdec.verify_seconds": meter.target_seconds - target_before,
         })
-        return verdict.tokens
+        return tokens

@@ -17,8 +17,9 @@ DRAFT_KINDS = ("model", "ngram", "none")
 @dataclass(frozen=True)
 class ServerDefaults:
     draft: str  # "model", "ngram" or "none"
-    k: int
+    k: int  # 0 = adaptive
     max_k: int  # the largest k both upstreams accept
+    adaptive_max_k: int  # adaptive k's ceiling
     max_new_tokens: int
     draft_has_model: bool
 
@@ -30,7 +31,8 @@ class GenerationConfig:
     params: SamplingParams
     seed: int
     draft: str
-    k: int  # 0 when draft == "none"
+    k: int  # 0 when draft == "none"; the ceiling when adaptive
+    adaptive: bool  # choose k each iteration (up to k)
     stop: tuple[str, ...]
     ignore_eos: bool
 
@@ -73,7 +75,8 @@ def parse_request(
             f"num_speculative_tokens must be in 0..{defaults.max_k} (0 = server default), "
             f"got {request.num_speculative_tokens}"
         )
-    k = 0 if draft == "none" else request.num_speculative_tokens or defaults.k
+    k = 0 if draft == "none" else request.num_speculative_tokens or defaults.k or defaults.adaptive_max_k
+    adaptive = draft != "none" and not request.num_speculative_tokens and not defaults.k
 
     if any(not s for s in request.stop):
         raise InvalidArgument("stop strings must not be empty")
@@ -85,6 +88,7 @@ def parse_request(
         seed=seed,
         draft=draft,
         k=k,
+        adaptive=adaptive,
         stop=tuple(request.stop),
         ignore_eos=request.ignore_eos,
     )

@@ -17,7 +17,8 @@ class OrchestratorOptions:
     target_address: str
     tokenizer: str
     default_draft: str  # "" = model when the draft service has one, else ngram
-    default_k: int
+    default_k: int  # 0 = adaptive
+    max_adaptive_k: int
     default_max_new_tokens: int
     call_timeout_s: float
 
@@ -30,6 +31,7 @@ def orchestrator_server(options: OrchestratorOptions) -> ServerSpec:
         target=TargetClient(open_channel(options.target_address), options.call_timeout_s),
         default_draft=options.default_draft,
         default_k=options.default_k,
+        max_adaptive_k=options.max_adaptive_k,
         default_max_new_tokens=options.default_max_new_tokens,
     )
     return ServerSpec(

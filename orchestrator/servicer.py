@@ -13,6 +13,7 @@ from opentelemetry import trace
 from transformers import PreTrainedTokenizerBase
 
 from orchestrator import metrics
+from orchestrator.adaptive_k import CostModel
 from orchestrator.clients import DraftClient, TargetClient
 from orchestrator.loop import LoopStats, SpeculativeLoop
 from orchestrator.request import GenerationConfig, ServerDefaults, parse_request
@@ -33,6 +34,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         target: TargetClient,
         default_draft: str,
         default_k: int,
+        max_adaptive_k: int,
         default_max_new_tokens: int,
     ) -> None:
         self._tokenizer = tokenizer
@@ -40,8 +42,10 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         self._target = target
         self._default_draft = default_draft
         self._default_k = default_k
+        self._max_adaptive_k = max_adaptive_k
         self._default_max_new_tokens = default_max_new_tokens
         self._defaults: ServerDefaults | None = None
+        self._costs = CostModel()  # draft/target call costs, learnt across requests for adaptive k
 
     async def connect(self) -> None:
         """Waits for both upstreams and checks they and our tokenizer agree on token ids."""
@@ -63,15 +67,17 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         default_draft = self._default_draft or ("model" if draft_info.model else "ngram")
         if default_draft == "model" and not draft_info.model:
             raise RuntimeError("--default-draft model, but the draft service has no model loaded")
+        max_k = min(target_info.max_speculative_tokens, draft_info.max_speculative_tokens)
         self._defaults = ServerDefaults(
             draft=default_draft,
             k=self._default_k,
-            max_k=min(target_info.max_speculative_tokens, draft_info.max_speculative_tokens),
+            max_k=max_k,
+            adaptive_max_k=min(max_k, self._max_adaptive_k),
             max_new_tokens=self._default_max_new_tokens,
             draft_has_model=bool(draft_info.model),
         )
-        log.info("target %s, draft %s (default %s, k=%d)", target_info.model, draft_info.model or "n-gram only",
-                 default_draft, self._default_k)
+        log.info("target %s, draft %s (default %s, k=%s)", target_info.model, draft_info.model or "n-gram only",
+                 default_draft, self._default_k or "adaptive")
 
     @map_errors
     async def Generate(self, request: generation_pb2.GenerateRequest, context: grpc.aio.ServicerContext):
@@ -111,7 +117,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         eos_id = self._tokenizer.eos_token_id
         generated = 0
         finish_reason = ""
-        iterations = SpeculativeLoop(config, session_id, self._draft, self._target, stats).tokens()
+        iterations = SpeculativeLoop(config, session_id, self._draft, self._target, stats, self._costs).tokens()
         async with contextlib.aclosing(iterations):
             async for tokens in iterations:
                 first_token_at = first_token_at or time.perf_counter()

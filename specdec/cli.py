@@ -69,7 +69,8 @@ def _add_serve(commands) -> None:
             parser.add_argument("--tokenizer", default=DEFAULT_MODEL, help="the target model's tokenizer")
             parser.add_argument("--default-draft", choices=["model", "ngram", "none"], default=None,
                                 help="default: model when the draft service has one, else ngram")
-            parser.add_argument("--default-k", type=int, default=4)
+            parser.add_argument("--default-k", type=int, default=0, help="k when a request leaves it 0 (0 = adaptive)")
+            parser.add_argument("--max-adaptive-k", type=int, default=8, help="the largest k adaptive k picks")
             parser.add_argument("--default-max-new-tokens", type=int, default=256)
             parser.add_argument("--call-timeout-s", type=float, default=60.0, help="deadline of each upstream call")
         else:
@@ -102,6 +103,7 @@ async def _serve_role(args: argparse.Namespace) -> None:
                 tokenizer=args.tokenizer,
                 default_draft=args.default_draft or "",
                 default_k=args.default_k,
+                max_adaptive_k=args.max_adaptive_k,
                 default_max_new_tokens=args.default_max_new_tokens,
                 call_timeout_s=args.call_timeout_s,
             )
@@ -136,7 +138,7 @@ def _add_up(commands) -> None:
     up.add_argument("--target-port", type=int, default=PORTS["target"])
     up.add_argument("--metrics-port", type=int, default=METRICS_PORT,
                     help="orchestrator's /metrics; draft and target use the next two ports (0 = off)")
-    up.add_argument("--default-k", type=int, default=4)
+    up.add_argument("--default-k", type=int, default=0, help="0 = adaptive")
     up.add_argument("--dtype", default="float32")
     up.add_argument("--device", default="cpu")
     up.set_defaults(func=_up)

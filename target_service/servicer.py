@@ -1,6 +1,9 @@
-"""specdec.v1.Target over gRPC: one forward pass over the uncached suffix plus the block."""
+"""specdec.v1.Target over gRPC: one forward pass over the uncached suffix plus the block, then the
+accept test, so one row of p travels back instead of k+1."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import grpc
 import torch
@@ -9,18 +12,33 @@ from specdec import metrics
 from specdec.cached_lm import CachedLM
 from specdec.hosted_model import HostedModel
 from specdec.sampling import SamplingParams, target_distribution
-from specdec.serving import ModelWorker, map_errors
+from specdec.serving import InvalidArgument, ModelWorker, map_errors
+from specdec.speculative import count_accepted
 from specdec.v1 import target_pb2, target_pb2_grpc
 from specdec.validation import check_tokens, sampling_from_proto
 from specdec.wire import encode_rows
 
 
-def score_block(
-    lm: CachedLM, session_id: str, token_ids: list[int], draft_token_ids: list[int], params: SamplingParams
-) -> torch.Tensor:
-    """[k+1, V] p rows for the positions after token_ids + draft_token_ids[:i], i = 0..k."""
-    logits = lm.logits(session_id, token_ids + draft_token_ids, len(draft_token_ids) + 1)
-    return target_distribution(logits.cpu(), params)
+@dataclass(frozen=True)
+class BlockVerdict:
+    num_accepted: int  # n
+    p_next: torch.Tensor  # [V] float32: p_{n+1}, the row the correction samples from
+
+
+def verify_block(
+    lm: CachedLM,
+    session_id: str,
+    token_ids: list[int],
+    draft_token_ids: list[int],
+    q_x: torch.Tensor,  # [k]
+    u: torch.Tensor,  # [k]
+    params: SamplingParams,
+) -> BlockVerdict:
+    logits = lm.logits(session_id, token_ids + draft_token_ids, len(draft_token_ids) + 1)  # [k+1, V]
+    p = target_distribution(logits.cpu(), params)  # [k+1, V]
+    drafts = torch.tensor(draft_token_ids, dtype=torch.long)
+    n = count_accepted(drafts, p, q_x, u, greedy=params.greedy, lenience=params.lenience)
+    return BlockVerdict(n, p[n])
 
 
 class TargetServicer(target_pb2_grpc.TargetServicer):
@@ -41,10 +59,13 @@ class TargetServicer(target_pb2_grpc.TargetServicer):
             max_context=info.max_context,
             draft_ids=drafts,
         )
+        q_x, u = _accept_test_inputs(request, len(drafts), params.greedy)
         with metrics.MODEL_CALL_SECONDS.labels(method="Score").time():
-            p = await self._worker.run(score_block, self._model.lm, request.session_id, tokens, drafts, params)
+            verdict = await self._worker.run(
+                verify_block, self._model.lm, request.session_id, tokens, drafts, q_x, u, params
+            )
         metrics.observe_cache(self._model.lm)
-        return target_pb2.ScoreResponse(probs=encode_rows(p))
+        return target_pb2.ScoreResponse(num_accepted=verdict.num_accepted, probs=encode_rows(verdict.p_next[None]))
 
     async def EndSession(self, request: target_pb2.TargetEndSessionRequest, context: grpc.aio.ServicerContext):
         await self._worker.run(self._model.lm.end_session, request.session_id)
@@ -53,3 +74,19 @@ class TargetServicer(target_pb2_grpc.TargetServicer):
 
     async def GetModelInfo(self, request: target_pb2.TargetGetModelInfoRequest, context: grpc.aio.ServicerContext):
         return target_pb2.TargetGetModelInfoResponse(info=self._model.info)
+
+
+def _accept_test_inputs(request: target_pb2.ScoreRequest, k: int, greedy: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """[k] q_i(x_i) and [k] u_i; greedy verification needs neither."""
+    q_x = torch.tensor(list(request.draft_token_probs), dtype=torch.float32)
+    u = torch.tensor(list(request.uniforms), dtype=torch.float32)
+    if greedy:
+        return q_x, u
+    if q_x.numel() != k or u.numel() != k:
+        raise InvalidArgument(
+            f"sampling needs draft_token_probs and uniforms for each of the {k} draft tokens; "
+            f"got {q_x.numel()} and {u.numel()}"
+        )
+    if k and not (bool(((q_x > 0) & (q_x <= 1)).all()) and bool(((u >= 0) & (u < 1)).all())):
+        raise InvalidArgument("draft_token_probs must be in (0, 1] and uniforms in [0, 1)")
+    return q_x, u

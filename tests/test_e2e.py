@@ -9,7 +9,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from specdec.v1 import generation_pb2, generation_pb2_grpc
+from specdec.v1 import common_pb2, generation_pb2, generation_pb2_grpc, target_pb2, target_pb2_grpc
 from tests.conftest import TINY_CHARS
 from tests.stack import Stack, start_service, stop, wait_healthy
 from tests.tiny_models import char_tokenizer, save_tiny_lm
@@ -61,6 +61,23 @@ def test_greedy_speculation_reproduces_plain_decoding(stack, draft):
     for k in (1, 2, 5):
         got = generate(stack.address, max_new_tokens=40, draft=draft, num_speculative_tokens=k, ignore_eos=True)
         assert joined(got) == expected
+
+
+def test_adaptive_k_keeps_greedy_output_exact(stack):
+    expected = joined(generate(stack.address, max_new_tokens=40, draft="none", ignore_eos=True))
+    chunks = generate(stack.address, max_new_tokens=40, draft="model", num_speculative_tokens=0, ignore_eos=True)
+    assert joined(chunks) == expected
+    assert chunks[-1].stats.drafted_tokens > 0 and len(chunks[-1].stats.drafted_per_position) <= 8
+
+
+def test_target_refuses_sampling_without_the_accept_test_inputs(stack):
+    request = target_pb2.ScoreRequest(
+        session_id="s", token_ids=[1, 2, 3], draft_token_ids=[4, 5], sampling=common_pb2.SamplingParams(temperature=1.0),
+    )
+    with grpc.insecure_channel(stack.target_address) as channel:
+        with pytest.raises(grpc.RpcError) as error:
+            target_pb2_grpc.TargetStub(channel).Score(request, timeout=10)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "uniforms" in error.value.details()
 
 
 def test_seeded_sampling_is_reproducible(stack):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from specdec.speculative import accept_correct
+from specdec.speculative import accept_correct, correct, count_accepted, draw_uniforms
 
 V = 5
 
@@ -103,3 +103,20 @@ def test_lenience_is_detected_as_a_different_distribution(random_rows):
     p, q = random_rows
     counts = _first_token_counts(p, q, lenience=0.5, samples=20_000, k=2)
     assert _pvalue(counts, p[0]) < 1e-6
+
+
+@pytest.mark.parametrize("greedy, lenience", [(False, 1.0), (False, 0.6), (True, 1.0), (True, 0.5)])
+def test_the_split_step_equals_the_whole_step(greedy, lenience):
+    """count_accepted (target) + correct (orchestrator) give accept_correct's tokens, seed for seed."""
+    generator = torch.Generator().manual_seed(3)
+    for seed in range(200):
+        p = (2 * torch.randn(4, 7, generator=generator)).softmax(-1)
+        q = (2 * torch.randn(3, 7, generator=generator)).softmax(-1)
+        x = torch.stack([torch.multinomial(q[i], 1, generator=generator)[0] for i in range(3)])
+        whole = accept_correct(x, q, p, greedy=greedy, lenience=lenience, generator=torch.Generator().manual_seed(seed))
+
+        split_generator = torch.Generator().manual_seed(seed)
+        u = draw_uniforms(3, greedy, split_generator)
+        n = count_accepted(x, p, q[torch.arange(3), x], u, greedy=greedy, lenience=lenience)
+        token = correct(p[n], q[n] if n < 3 else None, greedy=greedy, lenience=lenience, generator=split_generator)
+        assert x[:n].tolist() + [token] == whole.tokens

@@ -45,7 +45,7 @@ async def generate_in_process(tiny_target, tiny_draft) -> list[generation_pb2.Ge
     orchestrator = await start_server(
         orchestrator_server(OrchestratorOptions(
             draft_address=f"127.0.0.1:{draft.port}", target_address=f"127.0.0.1:{target.port}",
-            tokenizer=str(tiny_target), default_draft="", default_k=2, default_max_new_tokens=16, call_timeout_s=30,
+            tokenizer=str(tiny_target), default_draft="", default_k=2, max_adaptive_k=8, default_max_new_tokens=16, call_timeout_s=30,
         )),
         host="127.0.0.1", port=0,
     )

@@ -8,22 +8,28 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ScoreRequest(_message.Message):
-    __slots__ = ("session_id", "token_ids", "draft_token_ids", "sampling")
+    __slots__ = ("session_id", "token_ids", "draft_token_ids", "sampling", "draft_token_probs", "uniforms")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     DRAFT_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_TOKEN_PROBS_FIELD_NUMBER: _ClassVar[int]
+    UNIFORMS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     token_ids: _containers.RepeatedScalarFieldContainer[int]
     draft_token_ids: _containers.RepeatedScalarFieldContainer[int]
     sampling: _common_pb2.SamplingParams
-    def __init__(self, session_id: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., draft_token_ids: _Optional[_Iterable[int]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ...) -> None: ...
+    draft_token_probs: _containers.RepeatedScalarFieldContainer[float]
+    uniforms: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, session_id: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., draft_token_ids: _Optional[_Iterable[int]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., draft_token_probs: _Optional[_Iterable[float]] = ..., uniforms: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
-    __slots__ = ("probs",)
+    __slots__ = ("num_accepted", "probs")
+    NUM_ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     PROBS_FIELD_NUMBER: _ClassVar[int]
+    num_accepted: int
     probs: _common_pb2.ProbRows
-    def __init__(self, probs: _Optional[_Union[_common_pb2.ProbRows, _Mapping]] = ...) -> None: ...
+    def __init__(self, num_accepted: _Optional[int] = ..., probs: _Optional[_Union[_common_pb2.ProbRows, _Mapping]] = ...) -> None: ...
 
 class TargetEndSessionRequest(_message.Message):
     __slots__ = ("session_id",)

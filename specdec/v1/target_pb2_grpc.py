@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class TargetStub:
-    """Scores a drafted block in one forward pass.
+    """Scores a drafted block in one forward pass and runs the accept test on it, so that only the
+    one row of p the correction needs travels back.
     """
 
     def __init__(self, channel):
@@ -53,7 +54,8 @@ class TargetStub:
 
 
 class TargetServicer:
-    """Scores a drafted block in one forward pass.
+    """Scores a drafted block in one forward pass and runs the accept test on it, so that only the
+    one row of p the correction needs travels back.
     """
 
     def Score(self, request, context):
@@ -102,7 +104,8 @@ def add_TargetServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Target:
-    """Scores a drafted block in one forward pass.
+    """Scores a drafted block in one forward pass and runs the accept test on it, so that only the
+    one row of p the correction needs travels back.
     """
 
     @staticmethod

@@ -1,0 +1,63 @@
+"""Adaptive k: the paper's expected-tokens formula, the cost fit and the choice it drives."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.adaptive_k import AdaptiveK, CostModel, LinearCost, expected_tokens
+
+
+def test_expected_tokens_matches_the_geometric_series():
+    for alpha in (0.0, 0.3, 0.8):
+        for k in range(6):
+            assert expected_tokens(alpha, k) == pytest.approx(sum(alpha**i for i in range(k + 1)))
+
+
+def test_linear_cost_recovers_a_line_and_falls_back_to_a_mild_slope():
+    cost = LinearCost()
+    cost.observe(2, 0.12)
+    assert cost.predict(2) == pytest.approx(0.12)
+    assert cost.predict(2) < cost.predict(6) < 0.12 * 2  # one k seen: a mild prior rise
+    for k in (0, 1, 4, 8):
+        cost.observe(k, 0.1 + 0.01 * k)
+    assert cost.predict(10) == pytest.approx(0.2, rel=0.05)
+
+
+def costs(target_slope: float, draft_per_token: float) -> CostModel:
+    model = CostModel()
+    model.target_seconds = lambda k: 0.08 * (1 + target_slope * k)  # the truth the fit should find
+    model.draft_seconds = lambda k: 0.001 + draft_per_token * k
+    for k in range(9):
+        model.target.observe(k, model.target_seconds(k))
+        if k:
+            model.drafter("model").draft.observe(k, model.draft_seconds(k))
+    return model
+
+
+def adaptive(model: CostModel, alpha: float, steps: int = 60) -> AdaptiveK:
+    chooser = AdaptiveK(model, "model", max_k=8)
+    for _ in range(steps):  # a stream drafting 4 tokens at a time, ~alpha of them accepted
+        chooser.observe(4, 4, round(alpha * 4), model.draft_seconds(4), model.target_seconds(4))
+    return chooser
+
+
+def test_cheap_verification_and_good_drafts_push_k_up():
+    assert adaptive(costs(target_slope=0.0, draft_per_token=0.002), alpha=1.0).choose(limit=100) == 8
+
+
+def test_useless_drafts_fall_back_to_plain_decoding():
+    assert adaptive(costs(target_slope=0.1, draft_per_token=0.004), alpha=0.0).choose(limit=100) == 0
+
+
+def test_k_never_exceeds_the_remaining_budget():
+    assert adaptive(costs(target_slope=0.0, draft_per_token=0.002), alpha=1.0).choose(limit=3) == 3
+
+
+def test_acceptance_evidence_fades_back_to_the_drafters_prior():
+    model = costs(target_slope=0.1, draft_per_token=0.004)
+    chooser = adaptive(model, alpha=0.0, steps=20)
+    low = chooser.alpha
+    for _ in range(40):
+        chooser.observe(0, 0, 0, 0.0, 0.0)  # plain decoding iterations: no new evidence
+    prior = model.drafter("model").alpha
+    assert low < prior / 2 and chooser.alpha == pytest.approx(prior, abs=0.05)
