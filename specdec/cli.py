@@ -6,9 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import signal
-import subprocess
 import sys
 import time
 
@@ -18,6 +16,7 @@ from google.protobuf import json_format
 from specdec import bench
 from specdec import distill
 from specdec.embedded import DEFAULT_MODEL, ensure_embedded_model
+from specdec.launcher import DEFAULT_PORTS, LocalStack, ServiceFailed, StackSpec
 from specdec import telemetry
 from specdec.serving import check_health, serve
 from specdec.v1 import generation_pb2, generation_pb2_grpc
@@ -25,7 +24,7 @@ from specdec.v1 import generation_pb2, generation_pb2_grpc
 # torch and transformers load only in the commands that need them: `specdec health` runs as a
 # container healthcheck every few seconds and `specdec generate` is a thin client.
 
-PORTS = {"orchestrator": 50051, "draft": 50052, "target": 50053}
+PORTS = DEFAULT_PORTS
 METRICS_PORT = 9464
 
 
@@ -147,73 +146,41 @@ def _add_up(commands) -> None:
 def _up(args: argparse.Namespace) -> None:
     if DEFAULT_MODEL in (args.target_model, args.draft_model):
         ensure_embedded_model()  # once, here, rather than raced by two services
-    serve = [sys.executable, "-m", "specdec", "serve"]
-    model_flags = ["--dtype", args.dtype, "--device", args.device]
-    addresses = {role: f"{args.host}:{port}" for role, port in
-                 (("target", args.target_port), ("draft", args.draft_port), ("orchestrator", args.port))}
-    def metrics_port(offset: int) -> str:
-        return str(args.metrics_port + offset if args.metrics_port else 0)
-
-    commands = {
-        "target": [*serve, "target", "--host", args.host, "--port", str(args.target_port), "--model", args.target_model,
-                   "--metrics-port", metrics_port(2), *model_flags],
-        "draft": [*serve, "draft", "--host", args.host, "--port", str(args.draft_port), "--model", args.draft_model,
-                  "--metrics-port", metrics_port(1), *model_flags],
-        "orchestrator": [*serve, "orchestrator", "--host", args.host, "--port", str(args.port),
-                         "--metrics-port", metrics_port(0),
-                         "--draft-address", addresses["draft"], "--target-address", addresses["target"],
-                         "--tokenizer", args.target_model, "--default-k", str(args.default_k)],
-    }
-    processes: dict[str, subprocess.Popen] = {}
-
-    def stop_all(*_: object) -> None:
-        for role in ("orchestrator", "draft", "target"):  # the front door closes first
-            if role in processes and processes[role].poll() is None:
-                processes[role].send_signal(signal.SIGTERM)
-        for process in processes.values():
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
+    spec = StackSpec(
+        target_model=args.target_model,
+        draft_model=args.draft_model,
+        host=args.host,
+        ports={"orchestrator": args.port, "draft": args.draft_port, "target": args.target_port},
+        # The orchestrator's metrics on --metrics-port, draft's and target's on the next two.
+        metrics_ports={role: args.metrics_port + offset if args.metrics_port else 0
+                       for offset, role in enumerate(("orchestrator", "draft", "target"))},
+        model_flags=("--dtype", args.dtype, "--device", args.device),
+        orchestrator_flags=("--default-k", str(args.default_k)),
+    )
+    stack = LocalStack(spec)
     # Explicit handlers: a shell starts background jobs with SIGINT ignored, and `kill -INT` must still stop us.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _interrupt)
     try:
-        for group in (("target", "draft"), ("orchestrator",)):
-            for role in group:
-                processes[role] = subprocess.Popen(commands[role])
-            for role in group:
-                _wait_healthy(role, addresses[role], processes[role])
-        print(f"\nspecdec is up: the Generation API listens on {addresses['orchestrator']} "
+        stack.start()
+        print(f"\nspecdec is up: the Generation API listens on {stack.address} "
               f"(target {args.target_model}, draft {args.draft_model or 'n-gram'}).\n"
-              f"Try: specdec generate --address {addresses['orchestrator']} \"Why is the sky blue?\"\n"
+              f"Try: specdec generate --address {stack.address} \"Why is the sky blue?\"\n"
               "Press Ctrl-C to stop.", flush=True)
-        while all(process.poll() is None for process in processes.values()):
+        while not stack.exited():
             time.sleep(0.5)
-        failed = [role for role, process in processes.items() if process.poll() is not None]
-        print(f"specdec: {', '.join(failed)} exited; stopping the stack", file=sys.stderr)
+        print(f"specdec: {', '.join(stack.exited())} exited; stopping the stack", file=sys.stderr)
         sys.exit(1)
+    except ServiceFailed as error:
+        sys.exit(f"specdec: {error}")
     except KeyboardInterrupt:
         print("\nspecdec: stopping ...", file=sys.stderr)
     finally:
-        stop_all()
+        stack.stop()
 
 
 def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
-
-
-def _wait_healthy(role: str, address: str, process: subprocess.Popen, timeout_s: float = 600.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"specdec: the {role} service exited with code {process.returncode} while starting")
-        if asyncio.run(check_health(address, timeout_s=1.0)):
-            print(f"specdec: {role} is healthy on {address}", flush=True)
-            return
-        time.sleep(0.5)
-    raise SystemExit(f"specdec: the {role} service did not become healthy within {timeout_s:.0f} s")
 
 
 # --- generate ----------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 from specdec.v1 import common_pb2, generation_pb2, generation_pb2_grpc, target_pb2, target_pb2_grpc
 from tests.conftest import TINY_CHARS
-from tests.stack import Stack, start_service, stop, wait_healthy
+from specdec.launcher import stop_process, wait_healthy
+from tests.stack import Stack, start_service
 from tests.tiny_models import char_tokenizer, save_tiny_lm
 
 PROMPT = "abcabcab"
@@ -163,16 +164,16 @@ def test_orchestrator_refuses_a_draft_with_another_vocabulary(stack, tmp_path):
     other = save_tiny_lm(tmp_path / "other", char_tokenizer("hijklmn"), seed=3)
     draft, draft_address = start_service("draft", "--model", str(other))
     try:
-        wait_healthy(draft, draft_address)
+        wait_healthy("draft", draft_address, draft)
         orchestrator, _ = start_service(
             "orchestrator", "--draft-address", draft_address, "--target-address", stack.target_address,
             "--tokenizer", stack.target_model,
         )
         orchestrator.wait(timeout=120)
         assert orchestrator.returncode != 0
-        assert "do not share a tokenizer vocabulary" in stop(orchestrator)
+        assert "do not share a tokenizer vocabulary" in stop_process(orchestrator)
     finally:
-        stop(draft)
+        stop_process(draft)
 
 
 def test_a_draft_identical_to_the_target_is_always_accepted(tiny_target):
