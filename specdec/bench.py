@@ -1,8 +1,14 @@
-"""`specdec bench`: drafters side by side through a running stack, interleaved per prompt.
+"""`specdec bench`: specdec side by side with its peers, on the same prompts and models.
 
-Every prompt is generated once per configuration, the configurations taking turns (rotating the
-order prompt by prompt) so the machine's drift hits all of them alike. Speedups are ratios of
-medians measured in the same run against `draft=none` through the same target service.
+It starts its own stack (target, draft, orchestrator as real processes on free loopback ports)
+and loads the same models in-process for the peers, then runs every prompt once per
+configuration, the configurations taking turns in an order that rotates prompt by prompt, so the
+machine's drift hits all of them alike. Speedups are ratios of median tokens/s measured in this
+one run against `draft=none` through the same target service.
+
+Configurations: draft=none; the model draft at each fixed k and at adaptive k (plus a lenience
+sweep); the n-gram drafter at adaptive k; transformers `generate()`; transformers assisted
+generation with the same draft; transformers prompt lookup (the n-gram peer).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import asyncio
 import json
 import statistics
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,117 +26,271 @@ import grpc
 
 from specdec.v1 import generation_pb2, generation_pb2_grpc
 
+DEFAULT_PROMPTS = Path(__file__).resolve().parent.parent / "benchmarks" / "dev.jsonl"
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    draft: str = "none"  # services: "none", "model", "ngram"; peers: "" (in-process)
+    k: int = 0  # 0 = adaptive (services) / the library's default (peers)
+    lenience: float = 1.0
+    peer: str = ""  # "generate", "assisted", "prompt_lookup"
+
 
 @dataclass
-class Runs:
-    name: str
-    tokens_per_second: list[float] = field(default_factory=list)
-    generated: int = 0
-    drafted: int = 0
-    accepted: int = 0
-    target_calls: int = 0
-    wire_bytes: int = 0
-    draft_seconds: float = 0.0
-    target_seconds: float = 0.0
-    elapsed_seconds: float = 0.0
-    outputs: list[list[int]] = field(default_factory=list)
+class Run:
+    tokens: list[int]
+    seconds: float
+    stats: generation_pb2.GenerationStats | None = None  # services only
 
-    def add(self, tokens: list[int], stats: generation_pb2.GenerationStats) -> None:
-        self.tokens_per_second.append(stats.tokens_per_second)
-        self.generated += stats.generated_tokens
-        self.drafted += stats.drafted_tokens
-        self.accepted += stats.accepted_tokens
-        self.target_calls += stats.target_calls
-        self.wire_bytes += stats.wire_bytes
-        self.draft_seconds += stats.draft_seconds
-        self.target_seconds += stats.target_seconds
-        self.elapsed_seconds += stats.elapsed_seconds
-        self.outputs.append(tokens)
 
-    def summary(self, baseline: Runs | None) -> dict:
-        median = statistics.median(self.tokens_per_second)
-        return {
-            "config": self.name,
-            "tokens_per_second_median": median,
-            "tokens_per_second_min": min(self.tokens_per_second),
-            "tokens_per_second_max": max(self.tokens_per_second),
-            "speedup": median / statistics.median(baseline.tokens_per_second) if baseline else None,
-            "acceptance_rate": self.accepted / self.drafted if self.drafted else 0.0,
-            "tokens_per_target_call": self.generated / self.target_calls,
-            "wire_bytes_per_token": self.wire_bytes / self.generated,
-            "draft_share": self.draft_seconds / self.elapsed_seconds,
-            "target_share": self.target_seconds / self.elapsed_seconds,
-            "same_output_as_baseline": self.outputs == baseline.outputs if baseline else None,
+@dataclass
+class Results:
+    config: Config
+    runs: list[Run] = field(default_factory=list)
+
+    def total(self, name: str) -> float:
+        return sum(getattr(run.stats, name) for run in self.runs if run.stats is not None)
+
+    def tokens_per_second(self) -> list[float]:
+        return [len(run.tokens) / run.seconds for run in self.runs]
+
+
+def configs_for(args: argparse.Namespace) -> list[Config]:
+    configs = [Config("draft=none")]
+    if args.draft_model:
+        configs += [Config(f"model k={k}", "model", k) for k in args.k]
+        configs += [Config("model adaptive k", "model", 0)]
+        configs += [Config(f"model adaptive k, lenience {l:g}", "model", 0, l) for l in args.lenience if l != 1.0]
+    configs += [Config("ngram adaptive k", "ngram", 0)]
+    if args.peers:
+        configs += [Config("transformers generate", peer="generate")]
+        if args.draft_model:
+            configs += [Config("transformers assisted", peer="assisted")]
+        configs += [Config("transformers prompt lookup", peer="prompt_lookup")]
+    return configs
+
+
+async def run_service(stub, config: Config, prompt_ids: list[int], args: argparse.Namespace, seed: int) -> Run:
+    request = generation_pb2.GenerateRequest(
+        prompt_token_ids=prompt_ids, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+        seed=seed, draft=config.draft, num_speculative_tokens=config.k, lenience=config.lenience,
+    )
+    started = time.perf_counter()
+    tokens, last = [], None
+    async for chunk in stub.Generate(request, timeout=1800):
+        tokens.extend(chunk.token_ids)
+        last = chunk
+    return Run(tokens, time.perf_counter() - started, last.stats)
+
+
+class Peers:
+    """transformers in one process: the baseline a user would otherwise pick."""
+
+    def __init__(self, target_model: str, draft_model: str) -> None:
+        import torch
+
+        from specdec.models import load_model
+
+        self._torch = torch
+        self.target = load_model(target_model)
+        self.draft = load_model(draft_model) if draft_model else None
+
+    def run(self, config: Config, prompt_ids: list[int], args: argparse.Namespace, seed: int) -> Run:
+        torch = self._torch
+        extra = {"generate": {}, "assisted": {"assistant_model": self.draft},
+                 "prompt_lookup": {"prompt_lookup_num_tokens": 4}}[config.peer]
+        sampling = {"do_sample": True, "temperature": args.temperature} if args.temperature else {"do_sample": False}
+        torch.manual_seed(seed)
+        ids = torch.tensor([prompt_ids])
+        started = time.perf_counter()
+        with torch.inference_mode():
+            out = self.target.generate(ids, max_new_tokens=args.max_new_tokens, **sampling, **extra)
+        return Run(out[0, len(prompt_ids):].tolist(), time.perf_counter() - started)
+
+    def mean_log_likelihood(self, prompt_ids: list[int], tokens: list[int]) -> float:
+        """The target's mean log-probability of `tokens` after the prompt (temperature 1)."""
+        torch = self._torch
+        with torch.inference_mode():
+            logits = self.target(torch.tensor([prompt_ids + tokens])).logits[0, len(prompt_ids) - 1 : -1]
+        return float(logits.log_softmax(-1).gather(1, torch.tensor(tokens)[:, None]).mean())
+
+
+def summarize(results: dict[Config, Results], baseline: Results, peers: Peers | None, prompts: list[list[int]]) -> list[dict]:
+    base_tps = statistics.median(baseline.tokens_per_second())
+    step = baseline.total("target_seconds") / baseline.total("target_calls")  # one plain target step
+    exact = {r.config.draft: r for r in results.values() if r.config.lenience == 1.0 and not r.config.peer}
+    rows = []
+    for r in results.values():
+        tps = r.tokens_per_second()
+        row = {
+            "config": r.config.name,
+            "tokens_per_second_median": statistics.median(tps),
+            "tokens_per_second_min": min(tps),
+            "tokens_per_second_max": max(tps),
+            "speedup": statistics.median(tps) / base_tps,
+            "same_as_target": all(a.tokens == b.tokens for a, b in zip(r.runs, baseline.runs)),
         }
+        if r.config.peer:
+            rows.append(row)
+            continue
+        generated, calls = r.total("generated_tokens"), r.total("target_calls")
+        drafted, accepted = r.total("drafted_tokens"), r.total("accepted_tokens")
+        elapsed, draft_s, target_s = r.total("elapsed_seconds"), r.total("draft_seconds"), r.total("target_seconds")
+        alpha = accepted / drafted if drafted else 0.0
+        mean_k = drafted / calls
+        c = draft_s / drafted / step if drafted else 0.0
+        v = target_s / calls / step
+        expected = (1 - alpha ** (mean_k + 1)) / (1 - alpha) if alpha < 1 else mean_k + 1
+        row.update({
+            "acceptance_rate": alpha,
+            "tokens_per_target_call": generated / calls,
+            "mean_k": mean_k,
+            "c": c,
+            "verify_cost": v,
+            "predicted_speedup": expected / (mean_k * c + v),
+            "ms_per_iteration": {"draft": 1000 * draft_s / calls, "verify": 1000 * target_s / calls,
+                                 "other": 1000 * (elapsed - draft_s - target_s) / calls},
+            "overhead_share": (elapsed - draft_s - target_s) / elapsed,
+            "wire_bytes_per_token": r.total("wire_bytes") / generated,
+        })
+        if r.config.lenience != 1.0 and peers is not None and r.config.draft in exact:
+            reference = exact[r.config.draft].runs
+            row["agreement_with_exact"] = statistics.mean(
+                _common_prefix(a.tokens, b.tokens) / len(b.tokens) for a, b in zip(r.runs, reference)
+            )
+            row["target_mean_log_likelihood"] = statistics.mean(
+                peers.mean_log_likelihood(p, run.tokens) for p, run in zip(prompts, r.runs)
+            )
+            row["exact_mean_log_likelihood"] = statistics.mean(
+                peers.mean_log_likelihood(p, run.tokens) for p, run in zip(prompts, reference)
+            )
+        rows.append(row)
+    return rows
 
 
-def load_prompts(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-async def run_bench(args: argparse.Namespace) -> list[dict]:
-    prompts = load_prompts(args.prompts)
-    configs = [(draft, k) for draft in args.drafts.split(",") for k in ([0] if draft == "none" else args.k)]
-    runs = {config: Runs(f"draft={config[0]}" + (f" k={config[1]}" if config[1] else "")) for config in configs}
-    async with grpc.aio.insecure_channel(args.address) as channel:
-        stub = generation_pb2_grpc.GenerationStub(channel)
-        for i, prompt in enumerate(prompts):
-            order = configs[i % len(configs) :] + configs[: i % len(configs)]
-            for draft, k in order:
-                request = generation_pb2.GenerateRequest(
-                    messages=prompt["messages"], max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                    seed=args.seed + i, draft=draft, num_speculative_tokens=k, ignore_eos=True,
-                )
-                tokens, last = [], None
-                async for chunk in stub.Generate(request, timeout=600):
-                    tokens.extend(chunk.token_ids)
-                    last = chunk
-                runs[(draft, k)].add(tokens, last.stats)
-            print(f"\r[{i + 1}/{len(prompts)}] {prompt.get('id', '')}", end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
-    baseline = runs.get(("none", 0))
-    return [r.summary(baseline if r is not baseline else None) for r in runs.values()]
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
 def markdown_table(rows: list[dict], greedy: bool) -> str:
-    header = ["config", "tokens/s median (min–max)", "speedup", "acceptance", "tokens/target call",
-              "wire B/token", "draft / target time"] + (["= target output"] if greedy else [])
+    header = ["config", "tokens/s median (min–max)", "speedup", "predicted", "acceptance", "tokens/call", "c",
+              "verify cost", "ms/iteration draft · verify · other", "wire B/token"] + (["= target"] if greedy else [])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        baseline = r["speedup"] is None
+        spec = "acceptance_rate" in r
+        ms = r.get("ms_per_iteration", {})
         cells = [
             r["config"],
             f"{r['tokens_per_second_median']:.1f} ({r['tokens_per_second_min']:.1f}–{r['tokens_per_second_max']:.1f})",
-            "1.00× (baseline)" if baseline else f"{r['speedup']:.2f}×",
-            "–" if baseline else f"{r['acceptance_rate']:.2f}",
-            f"{r['tokens_per_target_call']:.2f}",
-            f"{r['wire_bytes_per_token']:.0f}",
-            f"{r['draft_share']:.0%} / {r['target_share']:.0%}",
+            f"{r['speedup']:.2f}×",
+            f"{r['predicted_speedup']:.2f}×" if spec and r["mean_k"] else "–",
+            f"{r['acceptance_rate']:.2f}" if spec and r["mean_k"] else "–",
+            f"{r['tokens_per_target_call']:.2f}" if spec else "–",
+            f"{r['c']:.3f}" if spec and r["mean_k"] else "–",
+            f"{r['verify_cost']:.2f}" if spec else "–",
+            f"{ms['draft']:.1f} · {ms['verify']:.1f} · {ms['other']:.1f}" if spec else "–",
+            f"{r['wire_bytes_per_token']:.0f}" if spec else "–",
         ]
         if greedy:
-            cells.append("–" if baseline else ("yes" if r["same_output_as_baseline"] else "NO"))
+            cells.append("yes" if r["same_as_target"] else "no")
         lines.append("| " + " | ".join(cells) + " |")
+    lenient = [r for r in rows if "agreement_with_exact" in r]
+    if lenient:
+        lines += ["", "| lenience config | speedup | agreement with exact | target log-lik (exact) |", "|---|---|---|---|"]
+        lines += [f"| {r['config']} | {r['speedup']:.2f}× | {r['agreement_with_exact']:.2f} | "
+                  f"{r['target_mean_log_likelihood']:.3f} ({r['exact_mean_log_likelihood']:.3f}) |" for r in lenient]
     return "\n".join(lines)
 
 
-def add_parser(commands) -> None:
-    bench = commands.add_parser("bench", help="compare drafters side by side through a running stack")
-    bench.add_argument("--address", default="localhost:50051")
-    bench.add_argument("--prompts", type=Path, required=True, help="JSONL with a `messages` list per line")
-    bench.add_argument("--max-new-tokens", type=int, default=128)
-    bench.add_argument("--temperature", type=float, default=0.0)
-    bench.add_argument("--seed", type=int, default=0)
-    bench.add_argument("--drafts", default="none,ngram", help="comma-separated: none, ngram, model")
-    bench.add_argument("--k", type=lambda s: [int(k) for k in s.split(",")], default=[4], help="e.g. 2,4,6")
-    bench.add_argument("--out", type=Path, default=None, help="write results.json and results.md here")
-    bench.set_defaults(func=main)
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (by_k, predicted) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fixed = [(int(r["config"].split("k=")[1]), r["speedup"]) for r in rows if r["config"].startswith("model k=")]
+    if fixed:
+        by_k.plot(*zip(*sorted(fixed)), "o-", label="model draft, fixed k")
+    for r in rows:
+        if "adaptive" in r["config"] and "lenience" not in r["config"]:
+            by_k.axhline(r["speedup"], linestyle="--", label=r["config"], color="C1" if "model" in r["config"] else "C2")
+    by_k.axhline(1.0, color="grey", linewidth=0.8)
+    by_k.set(xlabel="k (drafted tokens per iteration)", ylabel="speedup vs draft=none", title="Speedup vs k")
+    by_k.legend(fontsize=8)
+    spec = [r for r in rows if r.get("mean_k")]
+    predicted.scatter([r["predicted_speedup"] for r in spec], [r["speedup"] for r in spec])
+    for r in spec:
+        predicted.annotate(r["config"], (r["predicted_speedup"], r["speedup"]), fontsize=7)
+    low = min([1.0] + [min(r["predicted_speedup"], r["speedup"]) for r in spec]) * 0.9
+    high = max([1.0] + [max(r["predicted_speedup"], r["speedup"]) for r in spec]) * 1.1
+    predicted.plot([low, high], [low, high], color="grey", linewidth=0.8)
+    predicted.set(xlabel="predicted E / (k c + v)", ylabel="measured", title="Measured vs predicted speedup")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+async def run_all(args: argparse.Namespace, address: str, peers: Peers | None, prompts: list[list[int]]):
+    configs = configs_for(args)
+    results = {config: Results(config) for config in configs if peers is not None or not config.peer}
+    order_base = list(results)
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = generation_pb2_grpc.GenerationStub(channel)
+        for i, prompt_ids in enumerate(prompts):
+            shift = i % len(order_base)
+            for config in order_base[shift:] + order_base[:shift]:
+                seed = args.seed + i
+                if config.peer:
+                    run = peers.run(config, prompt_ids, args, seed)
+                else:
+                    run = await run_service(stub, config, prompt_ids, args, seed)
+                results[config].runs.append(run)
+                print(f"[{i + 1}/{len(prompts)}] {config.name:<34} {len(run.tokens) / run.seconds:6.1f} tokens/s",
+                      file=sys.stderr, flush=True)
+    return results
 
 
 def main(args: argparse.Namespace) -> None:
-    rows = asyncio.run(run_bench(args))
+    from specdec.launcher import ROLES, LocalStack, StackSpec, free_port
+    from specdec.models import load_tokenizer
+
+    tokenizer = load_tokenizer(args.target_model)  # also prepares the default model once
+    lines = [json.loads(line) for line in args.prompts.read_text().splitlines() if line.strip()]
+    lines = lines[: args.limit or None]
+    prompts = [list(tokenizer.apply_chat_template(line["messages"], add_generation_prompt=True, tokenize=True,
+                                                  return_dict=True)["input_ids"]) for line in lines]
+    args.out.mkdir(parents=True, exist_ok=True)
+    spec = StackSpec(target_model=args.target_model, draft_model=args.draft_model,
+                     ports={role: free_port() for role in ROLES})
+    print(f"specdec bench: {len(prompts)} prompts x {len(configs_for(args))} configurations, "
+          f"{args.max_new_tokens} tokens each; service logs in {args.out / 'services.log'}", file=sys.stderr)
+    with open(args.out / "services.log", "w") as log, LocalStack(spec, output=log, log=lambda _: None) as stack:
+        peers = Peers(args.target_model, args.draft_model) if args.peers or args.lenience != [1.0] else None
+        results = asyncio.run(run_all(args, stack.address, peers if args.peers else None, prompts))
+    rows = summarize(results, results[Config("draft=none")], peers, prompts)
     table = markdown_table(rows, greedy=args.temperature == 0)
     print(table)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "results.json").write_text(json.dumps({"settings": {k: str(v) for k, v in vars(args).items() if k != "func"}, "results": rows}, indent=2))
-        (args.out / "results.md").write_text(table + "\n")
+    settings = {k: str(v) for k, v in vars(args).items() if k != "func"}
+    (args.out / "results.json").write_text(json.dumps({"settings": settings, "results": rows}, indent=2))
+    (args.out / "results.md").write_text(table + "\n")
+    plot(rows, args.out / "plot.png")
+    print(f"wrote {args.out / 'results.json'}, results.md and plot.png", file=sys.stderr)
+
+
+def add_parser(commands) -> None:
+    bench = commands.add_parser("bench", help="benchmark specdec against draft=none and transformers, side by side")
+    bench.add_argument("--prompts", type=Path, default=DEFAULT_PROMPTS, help="JSONL, a `messages` list per line")
+    bench.add_argument("--limit", type=int, default=0, help="use only the first N prompts (0 = all)")
+    bench.add_argument("--max-new-tokens", type=int, default=128)
+    bench.add_argument("--temperature", type=float, default=0.0)
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--target-model", default="default")
+    bench.add_argument("--draft-model", default="", help="a draft model ('' = only the n-gram drafter)")
+    bench.add_argument("--k", type=lambda s: [int(k) for k in s.split(",")], default=[2, 4, 6], help="fixed k values")
+    bench.add_argument("--lenience", type=lambda s: [float(x) for x in s.split(",")], default=[1.0],
+                       help="lenience sweep for the model draft, e.g. 1,0.7,0.5")
+    bench.add_argument("--no-peers", dest="peers", action="store_false", help="skip the in-process transformers runs")
+    bench.add_argument("--out", type=Path, default=Path("bench-results"))
+    bench.set_defaults(func=main)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import IO
 
 from specdec.serving import check_health
 
@@ -46,10 +48,11 @@ class StackSpec:
 class LocalStack:
     """Target and draft first, then the orchestrator; each started once the ones before are healthy."""
 
-    def __init__(self, spec: StackSpec, capture_output: bool = False, log=print) -> None:
+    def __init__(self, spec: StackSpec, output: int | IO | None = None, log=print) -> None:
+        """output: where the services' output goes (None = ours, subprocess.PIPE = kept for stop())."""
         self.spec = spec
         self.processes: dict[str, subprocess.Popen] = {}
-        self._capture = capture_output
+        self._output = output
         self._log = log
 
     @property
@@ -60,7 +63,7 @@ class LocalStack:
         try:
             for group in (("target", "draft"), ("orchestrator",)):
                 for role in group:
-                    self.processes[role] = start_process(self.spec.command(role), self._capture)
+                    self.processes[role] = start_process(self.spec.command(role), self._output)
                 for role in group:
                     wait_healthy(role, self.spec.address(role), self.processes[role], timeout_s)
                     self._log(f"specdec: {role} is healthy on {self.spec.address(role)}")
@@ -83,9 +86,15 @@ class LocalStack:
         self.stop()
 
 
-def start_process(command: list[str], capture_output: bool = False) -> subprocess.Popen:
-    output = subprocess.PIPE if capture_output else None
-    return subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT if capture_output else None, text=True)
+def start_process(command: list[str], output: int | IO | None = None) -> subprocess.Popen:
+    stderr = None if output is None else subprocess.STDOUT
+    return subprocess.Popen(command, stdout=output, stderr=stderr, text=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def wait_healthy(role: str, address: str, process: subprocess.Popen, timeout_s: float = 600.0) -> None:

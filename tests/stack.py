@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 
-from specdec.launcher import ROLES, LocalStack, StackSpec, start_process
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from specdec.launcher import ROLES, LocalStack, StackSpec, free_port, start_process
 
 
 def start_service(role: str, *args: str) -> tuple[subprocess.Popen, str]:
@@ -20,7 +13,7 @@ def start_service(role: str, *args: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     command = [sys.executable, "-m", "specdec", "serve", role, "--host", "127.0.0.1", "--port", str(port),
                "--metrics-port", "0", *args]
-    return start_process(command, capture_output=True), f"127.0.0.1:{port}"
+    return start_process(command, subprocess.PIPE), f"127.0.0.1:{port}"
 
 
 class Stack(LocalStack):
@@ -36,7 +29,7 @@ class Stack(LocalStack):
             model_flags=("--threads", str(threads)),
             orchestrator_flags=orchestrator_args,
         )
-        super().__init__(spec, capture_output=True, log=lambda _: None)
+        super().__init__(spec, output=subprocess.PIPE, log=lambda _: None)
         self.start(timeout_s=180)
         self.target_model = target_model
         self.target_address = spec.address("target")
