@@ -93,7 +93,7 @@ def generate_batch(model, tokenizer, prompt_ids: list[list[int]], temperature: f
     )
     answers = out.sequences[:, width:].cpu()  # [B, T]
     logits = torch.stack(out.logits, dim=1)  # [B, T, V] raw logits
-    top_logits, top_ids = logits.float().topk(topk, dim=-1)  # [B, T, K]
+    top_logits, top_ids = logits.float().topk(min(topk, logits.shape[-1]), dim=-1)  # [B, T, K]
     records = []
     eos = tokenizer.eos_token_id
     for row, ids in enumerate(prompt_ids):
