@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import grpc
 
 from draft_service.drafter import Proposal, propose_with_model, propose_with_ngram
@@ -23,6 +25,7 @@ class DraftServicer(draft_pb2_grpc.DraftServicer):
 
     @map_errors
     async def Propose(self, request: draft_pb2.ProposeRequest, context: grpc.aio.ServicerContext):
+        started = time.perf_counter()
         params = sampling_from_proto(request.sampling)
         k = request.num_tokens
         if request.method == draft_pb2.DRAFT_METHOD_MODEL:
@@ -32,15 +35,17 @@ class DraftServicer(draft_pb2_grpc.DraftServicer):
             tokens = check_tokens(
                 request.token_ids, num_new=k, max_new=self._max_k, vocab_size=info.vocab_size, max_context=info.max_context
             )
-            with metrics.MODEL_CALL_SECONDS.labels(method="Propose").time():
-                proposal: Proposal = await self._worker.run(
-                    propose_with_model, self._model.lm, request.session_id, tokens, k, params, request.seed
-                )
+            proposal: Proposal = await self._worker.run(
+                propose_with_model, self._model.lm, request.session_id, tokens, k, params, request.seed
+            )
             metrics.observe_cache(self._model.lm)
         else:  # DRAFT_METHOD_NGRAM, and the default
             tokens = check_tokens(request.token_ids, num_new=k, max_new=NGRAM_MAX_K, vocab_size=0, max_context=2**31 - 1)
             proposal = propose_with_ngram(tokens, k)
-        return draft_pb2.ProposeResponse(token_ids=proposal.token_ids, probs=encode_rows(proposal.q))
+        reply = draft_pb2.ProposeResponse(token_ids=proposal.token_ids, probs=encode_rows(proposal.q))
+        reply.compute_seconds = time.perf_counter() - started
+        metrics.MODEL_CALL_SECONDS.labels(method="Propose").observe(reply.compute_seconds)
+        return reply
 
     async def EndSession(self, request: draft_pb2.DraftEndSessionRequest, context: grpc.aio.ServicerContext):
         if self._model is not None:

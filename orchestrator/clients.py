@@ -22,8 +22,10 @@ DRAFT_METHODS = {"model": draft_pb2.DRAFT_METHOD_MODEL, "ngram": draft_pb2.DRAFT
 class CallMeter:
     """What a request's draft and target calls cost."""
 
-    draft_seconds: float = 0.0
+    draft_seconds: float = 0.0  # as the orchestrator waits for them
     target_seconds: float = 0.0
+    draft_compute_seconds: float = 0.0  # as the services report computing
+    target_compute_seconds: float = 0.0
     wire_bytes: int = 0
 
 
@@ -59,6 +61,7 @@ class DraftClient(_Upstream):
         started = time.perf_counter()
         reply = await draft_pb2_grpc.DraftStub(self.channel).Propose(request, timeout=self.timeout_s)
         meter.draft_seconds += time.perf_counter() - started
+        meter.draft_compute_seconds += reply.compute_seconds
         meter.wire_bytes += request.ByteSize() + reply.ByteSize()
         return Proposal(list(reply.token_ids), decode_rows(reply.probs, vocab_size))
 
@@ -93,6 +96,7 @@ class TargetClient(_Upstream):
         started = time.perf_counter()
         reply = await target_pb2_grpc.TargetStub(self.channel).Score(request, timeout=self.timeout_s)
         meter.target_seconds += time.perf_counter() - started
+        meter.target_compute_seconds += reply.compute_seconds
         meter.wire_bytes += request.ByteSize() + reply.ByteSize()
         return reply.num_accepted, decode_rows(reply.probs, self.info.vocab_size)[0]
 

@@ -168,6 +168,8 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
                 draft_seconds=stats.meter.draft_seconds,
                 target_seconds=stats.meter.target_seconds,
                 wire_bytes=stats.meter.wire_bytes,
+                draft_compute_seconds=stats.meter.draft_compute_seconds,
+                target_compute_seconds=stats.meter.target_compute_seconds,
             )
         )
         yield chunk

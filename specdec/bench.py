@@ -138,6 +138,8 @@ def summarize(results: dict[Config, Results], baseline: Results, peers: Peers | 
         generated, calls = r.total("generated_tokens"), r.total("target_calls")
         drafted, accepted = r.total("drafted_tokens"), r.total("accepted_tokens")
         elapsed, draft_s, target_s = r.total("elapsed_seconds"), r.total("draft_seconds"), r.total("target_seconds")
+        draft_compute, target_compute = r.total("draft_compute_seconds"), r.total("target_compute_seconds")
+        overhead = elapsed - draft_compute - target_compute  # orchestration + RPC + serialisation
         alpha = accepted / drafted if drafted else 0.0
         mean_k = drafted / calls
         c = draft_s / drafted / step if drafted else 0.0
@@ -150,9 +152,9 @@ def summarize(results: dict[Config, Results], baseline: Results, peers: Peers | 
             "c": c,
             "verify_cost": v,
             "predicted_speedup": expected / (mean_k * c + v),
-            "ms_per_iteration": {"draft": 1000 * draft_s / calls, "verify": 1000 * target_s / calls,
-                                 "other": 1000 * (elapsed - draft_s - target_s) / calls},
-            "overhead_share": (elapsed - draft_s - target_s) / elapsed,
+            "ms_per_iteration": {"draft": 1000 * draft_compute / calls, "verify": 1000 * target_compute / calls,
+                                 "orchestration_rpc": 1000 * overhead / calls},
+            "overhead_share": overhead / elapsed,
             "wire_bytes_per_token": r.total("wire_bytes") / generated,
         })
         if r.config.lenience != 1.0 and peers is not None and r.config.draft in exact:
@@ -176,7 +178,8 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 
 def markdown_table(rows: list[dict], greedy: bool) -> str:
     header = ["config", "tokens/s median (min–max)", "speedup", "predicted", "acceptance", "tokens/call", "c",
-              "verify cost", "ms/iteration draft · verify · other", "wire B/token"] + (["= target"] if greedy else [])
+              "verify cost", "ms/iteration: draft · verify · orchestration+RPC (share)", "wire B/token"]
+    header += ["= target"] if greedy else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         spec = "acceptance_rate" in r
@@ -190,7 +193,8 @@ def markdown_table(rows: list[dict], greedy: bool) -> str:
             f"{r['tokens_per_target_call']:.2f}" if spec else "–",
             f"{r['c']:.3f}" if spec and r["mean_k"] else "–",
             f"{r['verify_cost']:.2f}" if spec else "–",
-            f"{ms['draft']:.1f} · {ms['verify']:.1f} · {ms['other']:.1f}" if spec else "–",
+            f"{ms['draft']:.1f} · {ms['verify']:.1f} · {ms['orchestration_rpc']:.1f} ({r['overhead_share']:.1%})"
+            if spec else "–",
             f"{r['wire_bytes_per_token']:.0f}" if spec else "–",
         ]
         if greedy:

@@ -34,12 +34,14 @@ class ProposeRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., num_tokens: _Optional[int] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., seed: _Optional[int] = ..., method: _Optional[_Union[DraftMethod, str]] = ...) -> None: ...
 
 class ProposeResponse(_message.Message):
-    __slots__ = ("token_ids", "probs")
+    __slots__ = ("token_ids", "probs", "compute_seconds")
     TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     PROBS_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     token_ids: _containers.RepeatedScalarFieldContainer[int]
     probs: _common_pb2.ProbRows
-    def __init__(self, token_ids: _Optional[_Iterable[int]] = ..., probs: _Optional[_Union[_common_pb2.ProbRows, _Mapping]] = ...) -> None: ...
+    compute_seconds: float
+    def __init__(self, token_ids: _Optional[_Iterable[int]] = ..., probs: _Optional[_Union[_common_pb2.ProbRows, _Mapping]] = ..., compute_seconds: _Optional[float] = ...) -> None: ...
 
 class DraftEndSessionRequest(_message.Message):
     __slots__ = ("session_id",)

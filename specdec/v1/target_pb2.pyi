@@ -24,12 +24,14 @@ class ScoreRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., draft_token_ids: _Optional[_Iterable[int]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., draft_token_probs: _Optional[_Iterable[float]] = ..., uniforms: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
-    __slots__ = ("num_accepted", "probs")
+    __slots__ = ("num_accepted", "probs", "compute_seconds")
     NUM_ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     PROBS_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     num_accepted: int
     probs: _common_pb2.ProbRows
-    def __init__(self, num_accepted: _Optional[int] = ..., probs: _Optional[_Union[_common_pb2.ProbRows, _Mapping]] = ...) -> None: ...
+    compute_seconds: float
+    def __init__(self, num_accepted: _Optional[int] = ..., probs: _Optional[_Union[_common_pb2.ProbRows, _Mapping]] = ..., compute_seconds: _Optional[float] = ...) -> None: ...
 
 class TargetEndSessionRequest(_message.Message):
     __slots__ = ("session_id",)
