@@ -88,7 +88,15 @@ class LocalStack:
 
 def start_process(command: list[str], output: int | IO | None = None) -> subprocess.Popen:
     stderr = None if output is None else subprocess.STDOUT
-    return subprocess.Popen(command, stdout=output, stderr=stderr, text=True)
+    return subprocess.Popen(command, stdout=output, stderr=stderr, text=True, preexec_fn=_die_with_parent)
+
+
+def _die_with_parent() -> None:
+    """Linux: the service gets SIGTERM if the process that started it dies, so none is orphaned."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
