@@ -187,3 +187,16 @@ def test_a_draft_identical_to_the_target_is_always_accepted(tiny_target):
     assert joined(chunks) == expected
     stats = chunks[-1].stats
     assert stats.acceptance_rate == 1.0 and stats.target_calls == 6 and list(stats.accepted_per_position) == [6, 6, 6]
+
+
+def test_a_dead_draft_service_costs_speed_not_output(tiny_target, tiny_draft):
+    """The orchestrator falls back to target-only iterations; the greedy output is unchanged."""
+    stack = Stack(str(tiny_target), str(tiny_draft), threads=1)
+    try:
+        expected = joined(generate(stack.address, max_new_tokens=20, draft="none", ignore_eos=True))
+        stop_process(stack.processes["draft"])
+        chunks = generate(stack.address, max_new_tokens=20, draft="model", num_speculative_tokens=3, ignore_eos=True)
+    finally:
+        stack.close()
+    assert joined(chunks) == expected
+    assert chunks[-1].stats.drafted_tokens == 0 and chunks[-1].stats.target_calls == 20
