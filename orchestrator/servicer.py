@@ -19,7 +19,7 @@ from orchestrator.loop import LoopStats, SpeculativeLoop
 from orchestrator.request import GenerationConfig, ServerDefaults, parse_request
 from orchestrator.text_stream import TextStream
 from specdec.models import tokenizer_fingerprint
-from specdec.serving import map_errors
+from specdec.serving import Unavailable, map_errors
 from specdec.v1 import generation_pb2, generation_pb2_grpc
 
 log = logging.getLogger("specdec")
@@ -81,7 +81,8 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
 
     @map_errors
     async def Generate(self, request: generation_pb2.GenerateRequest, context: grpc.aio.ServicerContext):
-        assert self._defaults is not None, "Generate before connect(): health reports NOT_SERVING until then"
+        if self._defaults is None:
+            raise Unavailable("the orchestrator is still connecting to the draft and target services; retry shortly")
         info = self._target.info
         config = parse_request(request, self._tokenizer, self._defaults, info.vocab_size, info.max_context)
         session_id = uuid.uuid4().hex

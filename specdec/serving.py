@@ -48,13 +48,22 @@ class FailedPrecondition(RuntimeError):
     """The request is valid but this deployment cannot serve it; becomes FAILED_PRECONDITION."""
 
 
-_STATUS_OF = {InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT, FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION}
+class Unavailable(RuntimeError):
+    """Not ready yet (or going away): the caller should retry; becomes UNAVAILABLE."""
+
+
+_STATUS_OF = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+}
+_MAPPED = tuple(_STATUS_OF)
 
 Method = TypeVar("Method", bound=Callable[..., Any])
 
 
 def map_errors(method: Method) -> Method:
-    """Maps InvalidArgument / FailedPrecondition raised by a servicer method to gRPC statuses.
+    """Maps InvalidArgument / FailedPrecondition / Unavailable from a servicer method to gRPC statuses.
 
     Works for unary methods (coroutines) and server-streaming ones (async generators).
     """
@@ -65,7 +74,7 @@ def map_errors(method: Method) -> Method:
             try:
                 async for response in method(self, request, context):
                     yield response
-            except (InvalidArgument, FailedPrecondition) as error:
+            except _MAPPED as error:
                 await context.abort(_STATUS_OF[type(error)], str(error))
 
         return stream  # type: ignore[return-value]
@@ -74,7 +83,7 @@ def map_errors(method: Method) -> Method:
     async def unary(self, request, context: grpc.aio.ServicerContext):
         try:
             return await method(self, request, context)
-        except (InvalidArgument, FailedPrecondition) as error:
+        except _MAPPED as error:
             await context.abort(_STATUS_OF[type(error)], str(error))
 
     return unary  # type: ignore[return-value]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import grpc
 import pytest
@@ -12,7 +13,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from specdec.v1 import common_pb2, generation_pb2, generation_pb2_grpc, target_pb2, target_pb2_grpc
 from tests.conftest import TINY_CHARS
 from specdec.launcher import stop_process, wait_healthy
-from tests.stack import Stack, start_service
+from tests.stack import Stack, free_port, start_service
 from tests.tiny_models import char_tokenizer, save_tiny_lm
 
 PROMPT = "abcabcab"
@@ -200,3 +201,26 @@ def test_a_dead_draft_service_costs_speed_not_output(tiny_target, tiny_draft):
         stack.close()
     assert joined(chunks) == expected
     assert chunks[-1].stats.drafted_tokens == 0 and chunks[-1].stats.target_calls == 20
+
+
+def test_orchestrator_waits_for_its_upstreams_not_serving_until_then(tiny_target):
+    nowhere = f"127.0.0.1:{free_port()}"
+    orchestrator, address = start_service(
+        "orchestrator", "--draft-address", nowhere, "--target-address", nowhere, "--tokenizer", str(tiny_target)
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the server is up (health answers) although its upstreams are not
+            with grpc.insecure_channel(address) as channel:
+                try:
+                    reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+                    break
+                except grpc.RpcError:
+                    assert time.monotonic() < deadline and orchestrator.poll() is None
+                    time.sleep(0.2)
+        assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            generate(address, max_new_tokens=3)
+        assert error.value.code() == grpc.StatusCode.UNAVAILABLE and "retry" in error.value.details()
+    finally:
+        stop_process(orchestrator)
