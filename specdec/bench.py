@@ -63,6 +63,7 @@ def configs_for(args: argparse.Namespace) -> list[Config]:
         configs += [Config(f"model k={k}", "model", k) for k in args.k]
         configs += [Config("model adaptive k", "model", 0)]
         configs += [Config(f"model adaptive k, lenience {l:g}", "model", 0, l) for l in args.lenience if l != 1.0]
+    configs += [Config(f"ngram k={k}", "ngram", k) for k in args.ngram_k]
     configs += [Config("ngram adaptive k", "ngram", 0)]
     if args.peers:
         configs += [Config("transformers generate", peer="generate")]
@@ -208,6 +209,37 @@ def markdown_table(rows: list[dict], greedy: bool) -> str:
     return "\n".join(lines)
 
 
+def by_category(results: dict[Config, Results], categories: list[str]) -> list[dict]:
+    """Per prompt category: median tokens/s of each fixed k and of adaptive k, for each drafter."""
+    rows = []
+    for category in sorted(set(categories)):
+        picked = [i for i, c in enumerate(categories) if c == category]
+
+        def median_tps(r: Results) -> float:
+            return statistics.median(len(r.runs[i].tokens) / r.runs[i].seconds for i in picked)
+
+        for drafter in ("model", "ngram"):
+            fixed = {r.config.k: median_tps(r) for r in results.values()
+                     if r.config.draft == drafter and r.config.k and r.config.lenience == 1.0}
+            adaptive = [median_tps(r) for r in results.values()
+                        if r.config.draft == drafter and not r.config.k and r.config.lenience == 1.0]
+            if fixed and adaptive:
+                best_k = max(fixed, key=fixed.get)
+                rows.append({"category": category, "drafter": drafter, "prompts": len(picked), "best_fixed_k": best_k,
+                             "best_fixed_tokens_per_second": fixed[best_k], "adaptive_tokens_per_second": adaptive[0],
+                             "adaptive_vs_best_fixed": adaptive[0] / fixed[best_k]})
+    return rows
+
+
+def category_table(rows: list[dict]) -> str:
+    lines = ["| category | drafter | prompts | best fixed k | its tokens/s | adaptive tokens/s | adaptive / best |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['category']} | {r['drafter']} | {r['prompts']} | {r['best_fixed_k']} | "
+              f"{r['best_fixed_tokens_per_second']:.1f} | {r['adaptive_tokens_per_second']:.1f} | "
+              f"{r['adaptive_vs_best_fixed']:.2f} |" for r in rows]
+    return "\n".join(lines)
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -274,10 +306,15 @@ def main(args: argparse.Namespace) -> None:
         peers = Peers(args.target_model, args.draft_model) if args.peers or args.lenience != [1.0] else None
         results = asyncio.run(run_all(args, stack.address, peers if args.peers else None, prompts))
     rows = summarize(results, results[Config("draft=none")], peers, prompts)
+    categories = by_category(results, [line.get("category", "all") for line in lines])
     table = markdown_table(rows, greedy=args.temperature == 0)
+    if categories:
+        table += "\n\nAdaptive k against the best fixed k, per prompt category:\n\n" + category_table(categories)
     print(table)
     settings = {k: str(v) for k, v in vars(args).items() if k != "func"}
-    (args.out / "results.json").write_text(json.dumps({"settings": settings, "results": rows}, indent=2))
+    (args.out / "results.json").write_text(
+        json.dumps({"settings": settings, "results": rows, "by_category": categories}, indent=2)
+    )
     (args.out / "results.md").write_text(table + "\n")
     plot(rows, args.out / "plot.png")
     print(f"wrote {args.out / 'results.json'}, results.md and plot.png", file=sys.stderr)
@@ -293,6 +330,8 @@ def add_parser(commands) -> None:
     bench.add_argument("--target-model", default="default")
     bench.add_argument("--draft-model", default="", help="a draft model ('' = only the n-gram drafter)")
     bench.add_argument("--k", type=lambda s: [int(k) for k in s.split(",")], default=[2, 4, 6], help="fixed k values")
+    bench.add_argument("--ngram-k", type=lambda s: [int(k) for k in s.split(",") if k], default=[],
+                       help="fixed k values for the n-gram drafter too, e.g. 2,4")
     bench.add_argument("--lenience", type=lambda s: [float(x) for x in s.split(",")], default=[1.0],
                        help="lenience sweep for the model draft, e.g. 1,0.7,0.5")
     bench.add_argument("--no-peers", dest="peers", action="store_false", help="skip the in-process transformers runs")
