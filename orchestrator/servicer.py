@@ -150,29 +150,8 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
             "specdec.target_calls": stats.target_calls,
         })
         chunk.finish_reason = finish_reason
-        chunk.stats.CopyFrom(
-            generation_pb2.GenerationStats(
-                prompt_tokens=len(config.prompt_ids),
-                generated_tokens=generated,
-                drafted_tokens=stats.drafted_tokens,
-                accepted_tokens=stats.accepted_tokens,
-                target_calls=stats.target_calls,
-                acceptance_rate=stats.accepted_tokens / stats.drafted_tokens if stats.drafted_tokens else 0.0,
-                mean_accepted_tokens=generated / stats.target_calls if stats.target_calls else 0.0,
-                accepted_per_position=stats.accepted_per_position,
-                drafted_per_position=stats.drafted_per_position,
-                draft=config.draft,
-                draft_model=self._draft.info.model if config.draft == "model" else "",
-                elapsed_seconds=elapsed,
-                time_to_first_token_seconds=first_token_s,
-                tokens_per_second=generated / elapsed if elapsed > 0 else 0.0,
-                draft_seconds=stats.meter.draft_seconds,
-                target_seconds=stats.meter.target_seconds,
-                wire_bytes=stats.meter.wire_bytes,
-                draft_compute_seconds=stats.meter.draft_compute_seconds,
-                target_compute_seconds=stats.meter.target_compute_seconds,
-            )
-        )
+        draft_model = self._draft.info.model if config.draft == "model" else ""
+        chunk.stats.CopyFrom(_stats_message(config, stats, draft_model, generated, elapsed, first_token_s))
         yield chunk
 
     async def _end_session(self, session_id: str, used_draft_model: bool) -> None:
@@ -183,3 +162,30 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         for result in results:
             if isinstance(result, Exception):
                 log.debug("end_session hint failed: %s", result)
+
+
+def _stats_message(
+    config: GenerationConfig, stats: LoopStats, draft_model: str, generated: int, elapsed: float, first_token_s: float
+) -> generation_pb2.GenerationStats:
+    meter = stats.meter
+    return generation_pb2.GenerationStats(
+        prompt_tokens=len(config.prompt_ids),
+        generated_tokens=generated,
+        drafted_tokens=stats.drafted_tokens,
+        accepted_tokens=stats.accepted_tokens,
+        target_calls=stats.target_calls,
+        acceptance_rate=stats.accepted_tokens / stats.drafted_tokens if stats.drafted_tokens else 0.0,
+        mean_accepted_tokens=generated / stats.target_calls if stats.target_calls else 0.0,
+        accepted_per_position=stats.accepted_per_position,
+        drafted_per_position=stats.drafted_per_position,
+        draft=config.draft,
+        draft_model=draft_model,
+        elapsed_seconds=elapsed,
+        time_to_first_token_seconds=first_token_s,
+        tokens_per_second=generated / elapsed if elapsed > 0 else 0.0,
+        draft_seconds=meter.draft_seconds,
+        target_seconds=meter.target_seconds,
+        wire_bytes=meter.wire_bytes,
+        draft_compute_seconds=meter.draft_compute_seconds,
+        target_compute_seconds=meter.target_compute_seconds,
+    )

@@ -289,6 +289,8 @@ async def run_all(args: argparse.Namespace, address: str, peers: Peers | None, p
 
 
 def main(args: argparse.Namespace) -> None:
+    import torch
+
     from specdec.launcher import ROLES, LocalStack, StackSpec, free_port
     from specdec.models import load_tokenizer
 
@@ -299,7 +301,9 @@ def main(args: argparse.Namespace) -> None:
                                                   return_dict=True)["input_ids"]) for line in lines]
     args.out.mkdir(parents=True, exist_ok=True)
     spec = StackSpec(target_model=args.target_model, draft_model=args.draft_model,
-                     ports={role: free_port() for role in ROLES})
+                     ports={role: free_port() for role in ROLES}, model_flags=("--threads", str(args.threads)))
+    if args.threads:
+        torch.set_num_threads(args.threads)  # the in-process peers compute like the services
     print(f"specdec bench: {len(prompts)} prompts x {len(configs_for(args))} configurations, "
           f"{args.max_new_tokens} tokens each; service logs in {args.out / 'services.log'}", file=sys.stderr)
     with open(args.out / "services.log", "w") as log, LocalStack(spec, output=log, log=lambda _: None) as stack:
@@ -334,6 +338,9 @@ def add_parser(commands) -> None:
                        help="fixed k values for the n-gram drafter too, e.g. 2,4")
     bench.add_argument("--lenience", type=lambda s: [float(x) for x in s.split(",")], default=[1.0],
                        help="lenience sweep for the model draft, e.g. 1,0.7,0.5")
+    bench.add_argument("--threads", type=int, default=0,
+                       help="torch threads for every model, services and peers alike (0 = torch's default); "
+                            "on a shared machine 1 avoids the collapse of oversubscribed thread pools")
     bench.add_argument("--no-peers", dest="peers", action="store_false", help="skip the in-process transformers runs")
     bench.add_argument("--out", type=Path, default=Path("bench-results"))
     bench.set_defaults(func=main)
