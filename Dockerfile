@@ -80,6 +80,8 @@ RUN groupadd --system --gid 10001 specdec \
     && chown specdec:specdec /models
 
 COPY --from=build /opt/venv /opt/venv
+# The distilled default draft (17 MB), `--model default-draft`.
+COPY models/smollm2-135m-draft /opt/specdec/models/smollm2-135m-draft
 
 # SPECDEC_HEALTH_ADDR: which server the image's HEALTHCHECK asks (compose.yaml sets its own
 # healthcheck per service). NVIDIA_DRIVER_CAPABILITIES is read only by the NVIDIA runtime
@@ -90,6 +92,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     SPECDEC_CACHE=/models \
+    SPECDEC_DRAFT_DIR=/opt/specdec/models/smollm2-135m-draft \
     HF_HOME=/models/huggingface \
     SPECDEC_HEALTH_ADDR=127.0.0.1:50051 \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility

