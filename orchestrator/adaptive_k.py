@@ -22,6 +22,7 @@ _ALPHA_DECAY = 0.9  # per iteration: acceptance follows the text being written
 _ALPHA_PRIOR_WEIGHT = 4.0  # pseudo-tests behind the starting alpha
 _PRIOR_RELATIVE_SLOPE = 0.1  # until two k values are seen: each draft adds 10% to a call
 _MAX_ALPHA = 0.99
+_PROBES = (1, 3)  # the k values tried first, once per drafter and orchestrator
 
 
 def expected_tokens(alpha: float, k: int) -> float:
@@ -34,8 +35,10 @@ class LinearCost:
 
     def __init__(self) -> None:
         self._w = self._sk = self._skk = self._st = self._skt = 0.0
+        self.ks_seen: set[int] = set()
 
     def observe(self, k: int, seconds: float) -> None:
+        self.ks_seen.add(k)
         for name in ("_w", "_sk", "_skk", "_st", "_skt"):
             setattr(self, name, getattr(self, name) * _COST_DECAY)
         self._w += 1.0
@@ -43,10 +46,6 @@ class LinearCost:
         self._skk += k * k
         self._st += seconds
         self._skt += k * seconds
-
-    @property
-    def known(self) -> bool:
-        return self._w > 0
 
     def predict(self, k: int) -> float:
         mean_k, mean_t = self._sk / self._w, self._st / self._w
@@ -99,8 +98,9 @@ class AdaptiveK:
     def choose(self, limit: int) -> int:
         """The k in 0..min(max_k, limit) with the most expected tokens per second."""
         upper = min(self._max_k, limit)
-        if not (self._costs.target.known and self._drafter.draft.known):
-            return min(upper, 2)  # measure first
+        unseen = [k for k in _PROBES if k not in self._drafter.draft.ks_seen]
+        if unseen:  # measure first: two points fix each cost line (a draft LM's grows with k, n-gram's not)
+            return min(upper, unseen[0])
         alpha = self.alpha
 
         def rate(k: int) -> float:

@@ -61,3 +61,14 @@ def test_acceptance_evidence_fades_back_to_the_drafters_prior():
         chooser.observe(0, 0, 0, 0.0, 0.0)  # plain decoding iterations: no new evidence
     prior = model.drafter("model").alpha
     assert low < prior / 2 and chooser.alpha == pytest.approx(prior, abs=0.05)
+
+
+def test_a_new_drafter_is_probed_at_two_k_values_first():
+    model = CostModel()
+    chooser = AdaptiveK(model, "model", max_k=8)
+    first = chooser.choose(limit=100)
+    chooser.observe(first, first, 0, 0.004 * first, 0.06)
+    second = chooser.choose(limit=100)
+    chooser.observe(second, second, 1, 0.004 * second, 0.07)
+    assert (first, second) == (1, 3)
+    assert model.drafter("model").draft.predict(5) == pytest.approx(0.02)  # the line through both probes
