@@ -10,6 +10,7 @@ from transformers import PreTrainedTokenizerBase
 from specdec.sampling import SamplingParams
 from specdec.serving import FailedPrecondition, InvalidArgument
 from specdec.v1 import generation_pb2
+from specdec.validation import checked_sampling
 
 DRAFT_KINDS = ("model", "ngram", "none")
 
@@ -54,16 +55,12 @@ def parse_request(
         raise InvalidArgument(f"max_new_tokens must be >= 0 (0 = server default), got {request.max_new_tokens}")
     max_new_tokens = min(request.max_new_tokens or defaults.max_new_tokens, max_context - len(prompt_ids))
 
-    params = SamplingParams(
+    params = checked_sampling(SamplingParams(
         temperature=request.temperature if request.HasField("temperature") else 0.0,
         top_p=request.top_p if request.HasField("top_p") else 1.0,
         top_k=request.top_k,
         lenience=request.lenience or 1.0,
-    )
-    try:
-        params.validate()
-    except ValueError as error:
-        raise InvalidArgument(str(error)) from None
+    ))
 
     draft = request.draft or defaults.draft
     if draft not in DRAFT_KINDS:

@@ -9,18 +9,22 @@ from specdec.serving import InvalidArgument
 from specdec.v1 import common_pb2
 
 
-def sampling_from_proto(message: common_pb2.SamplingParams) -> SamplingParams:
-    params = SamplingParams(
-        temperature=message.temperature,
-        top_p=message.top_p or 1.0,  # proto3 default 0 means unset
-        top_k=message.top_k,
-        lenience=message.lenience or 1.0,
-    )
+def checked_sampling(params: SamplingParams) -> SamplingParams:
+    """`params`, or InvalidArgument saying which setting is out of range."""
     try:
         params.validate()
     except ValueError as error:
         raise InvalidArgument(str(error)) from None
     return params
+
+
+def sampling_from_proto(message: common_pb2.SamplingParams) -> SamplingParams:
+    return checked_sampling(SamplingParams(
+        temperature=message.temperature,
+        top_p=message.top_p or 1.0,  # proto3 default 0 means unset
+        top_k=message.top_k,
+        lenience=message.lenience or 1.0,
+    ))
 
 
 def sampling_to_proto(params: SamplingParams) -> common_pb2.SamplingParams:
