@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from specdec.cached_lm import CachedLM
 from specdec.ngram import propose_ngram
 from specdec.sampling import SamplingParams, draft_distribution, one_hot_rows
-
-
-@dataclass(frozen=True)
-class Proposal:
-    token_ids: list[int]  # x_1..x_n, n <= k
-    q: torch.Tensor  # [n, V] float32: the rows each x_i was sampled from
+from specdec.speculative import Proposal
 
 
 def propose_with_model(

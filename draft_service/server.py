@@ -10,7 +10,7 @@ from specdec.v1 import draft_pb2, draft_pb2_grpc
 
 def draft_server(model: str, options: ModelOptions) -> ServerSpec:
     """`model` "" serves only the n-gram drafter."""
-    servicer = DraftServicer(HostedModel.load(model, options) if model else None, options.max_k)
+    servicer = DraftServicer(HostedModel.load(model, options) if model else None)
     return ServerSpec(
         register=lambda server: draft_pb2_grpc.add_DraftServicer_to_server(servicer, server),
         service_names=[draft_pb2.DESCRIPTOR.services_by_name["Draft"].full_name],

@@ -6,7 +6,7 @@ import time
 
 import grpc
 
-from draft_service.drafter import Proposal, propose_with_model, propose_with_ngram
+from draft_service.drafter import propose_with_model, propose_with_ngram
 from specdec import metrics
 from specdec.hosted_model import HostedModel
 from specdec.serving import FailedPrecondition, ModelWorker, map_errors
@@ -18,9 +18,8 @@ NGRAM_MAX_K = 64  # the n-gram drafter costs nothing per token; only the target 
 
 
 class DraftServicer(draft_pb2_grpc.DraftServicer):
-    def __init__(self, model: HostedModel | None, max_k: int) -> None:
+    def __init__(self, model: HostedModel | None) -> None:
         self._model = model
-        self._max_k = max_k
         self._worker = ModelWorker()
 
     @map_errors
@@ -33,9 +32,10 @@ class DraftServicer(draft_pb2_grpc.DraftServicer):
                 raise FailedPrecondition("this draft service has no model loaded (start it with --model); use draft=ngram")
             info = self._model.info
             tokens = check_tokens(
-                request.token_ids, num_new=k, max_new=self._max_k, vocab_size=info.vocab_size, max_context=info.max_context
+                request.token_ids, num_new=k, max_new=info.max_speculative_tokens, vocab_size=info.vocab_size,
+                max_context=info.max_context,
             )
-            proposal: Proposal = await self._worker.run(
+            proposal = await self._worker.run(
                 propose_with_model, self._model.lm, request.session_id, tokens, k, params, request.seed
             )
             metrics.observe_cache(self._model.lm)

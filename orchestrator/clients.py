@@ -11,6 +11,7 @@ import torch
 from specdec import telemetry
 from specdec.sampling import SamplingParams
 from specdec.serving import CHANNEL_OPTIONS
+from specdec.speculative import Proposal
 from specdec.v1 import common_pb2, draft_pb2, draft_pb2_grpc, target_pb2, target_pb2_grpc
 from specdec.validation import sampling_to_proto
 from specdec.wire import decode_rows
@@ -27,12 +28,6 @@ class CallMeter:
     draft_compute_seconds: float = 0.0  # as the services report computing
     target_compute_seconds: float = 0.0
     wire_bytes: int = 0
-
-
-@dataclass(frozen=True)
-class Proposal:
-    token_ids: list[int]
-    q: torch.Tensor  # [n, V] float32
 
 
 @dataclass

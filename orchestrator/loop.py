@@ -16,9 +16,9 @@ from opentelemetry import trace
 
 from orchestrator import metrics
 from orchestrator.adaptive_k import AdaptiveK, CostModel
-from orchestrator.clients import CallMeter, DraftClient, Proposal, TargetClient
+from orchestrator.clients import CallMeter, DraftClient, TargetClient
 from orchestrator.request import GenerationConfig
-from specdec.speculative import correct, draw_uniforms
+from specdec.speculative import Proposal, correct, draw_uniforms
 
 log = logging.getLogger("specdec")
 

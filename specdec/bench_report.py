@@ -8,6 +8,8 @@ import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from specdec.cached_lm import common_prefix_len
+
 if TYPE_CHECKING:
     from specdec.bench import Config, Peers, Results
 
@@ -55,7 +57,7 @@ def summarize(results: dict[Config, Results], baseline: Results, peers: Peers | 
         if r.config.lenience != 1.0 and peers is not None and r.config.draft in exact:
             reference = exact[r.config.draft].runs
             row["agreement_with_exact"] = statistics.mean(
-                _common_prefix(a.tokens, b.tokens) / len(b.tokens) for a, b in zip(r.runs, reference)
+                common_prefix_len(a.tokens, b.tokens) / len(b.tokens) for a, b in zip(r.runs, reference)
             )
             row["target_mean_log_likelihood"] = statistics.mean(
                 peers.mean_log_likelihood(p, run.tokens) for p, run in zip(prompts, r.runs)
@@ -65,10 +67,6 @@ def summarize(results: dict[Config, Results], baseline: Results, peers: Peers | 
             )
         rows.append(row)
     return rows
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
 def markdown_table(rows: list[dict], greedy: bool) -> str:

@@ -41,7 +41,7 @@ class CachedLM:
         # Positions whose logits we return must be computed now, so reuse stops short of them.
         reusable = len(token_ids) - num_logits
         if session is not None:
-            reuse = min(_common_prefix_len(session.token_ids, token_ids), reusable)
+            reuse = min(common_prefix_len(session.token_ids, token_ids), reusable)
             cache = session.cache
             drop = cache.get_seq_length() - reuse
             if drop > 0 and cache.is_croppable:
@@ -82,7 +82,8 @@ class CachedLM:
             self._pop(next(iter(self._sessions)))
 
 
-def _common_prefix_len(a: list[int], b: list[int]) -> int:
+def common_prefix_len(a: list[int], b: list[int]) -> int:
+    """How many leading tokens a and b share."""
     n = min(len(a), len(b))
     if a[:n] == b[:n]:  # the usual case, at C speed
         return n

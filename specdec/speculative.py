@@ -30,6 +30,14 @@ import torch
 
 
 @dataclass(frozen=True)
+class Proposal:
+    """What a drafter proposes: x_1..x_n (n <= k) and the rows q_i each was sampled from."""
+
+    token_ids: list[int]
+    q: torch.Tensor  # [n, V] float32
+
+
+@dataclass(frozen=True)
 class Verdict:
     tokens: list[int]  # the accepted drafts, then the recovered or bonus token
     num_accepted: int  # n = len(tokens) - 1
