@@ -6,7 +6,7 @@ import torch
 
 from specdec.cached_lm import CachedLM
 from specdec.ngram import propose_ngram
-from specdec.sampling import SamplingParams, draft_distribution, one_hot_rows
+from specdec.sampling import SamplingParams, draft_distribution, one_hot_rows, sample_token
 from specdec.speculative import Proposal
 
 
@@ -19,7 +19,7 @@ def propose_with_model(
     rows = []
     for _ in range(k):
         q_i = draft_distribution(lm.logits(session_id, sequence, 1)[0].cpu(), params)  # [V]
-        sequence.append(int(torch.multinomial(q_i, 1, generator=generator)))
+        sequence.append(sample_token(q_i, generator))
         rows.append(q_i)
     proposed = sequence[len(token_ids) :]
     q = torch.stack(rows) if rows else torch.zeros(0, lm.vocab_size)

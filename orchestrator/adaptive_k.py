@@ -1,33 +1,45 @@
 """Choosing k each iteration to maximise expected tokens per second.
 
-Leviathan et al. 2023, section 3: with acceptance rate alpha, an iteration that drafts k tokens
-commits E(k) = (1 - alpha**(k+1)) / (1 - alpha) tokens in expectation, and costs one draft call of
-k tokens plus one target call over k + 1 positions. We pick the k in 0..max_k that maximises
-E(k) / (draft_seconds(k) + target_seconds(k)), from running estimates:
+Leviathan et al. 2023, section 3: an iteration that drafts k tokens commits E(k) tokens in
+expectation and costs one draft call of k tokens plus one target call over k + 1 positions. We pick
+the k in 0..max_k that maximises E(k) / (draft_seconds(k) + target_seconds(k)), from running
+estimates:
 
 - costs, shared by all requests: seconds per draft call and per target call, each a line in k
   fitted by exponentially weighted least squares (on a GPU the target's line is nearly flat; on
   a CPU it rises measurably with the block);
-- alpha, per request: an exponentially weighted count of accepted over tested drafts, started
-  from the running acceptance of all requests with the same drafter. Its evidence fades while k
-  is 0, so a stream that stopped drafting tries again after a while.
+- acceptance, shared by all requests with the same drafter, per draft position j: a_j, the chance
+  that draft j is accepted once drafts 1..j-1 were. Acceptance is not the paper's i.i.d. alpha
+  (a draft that got one token right is likelier to get the next), so E(k) = 1 + sum over j <= k
+  of a_1 * ... * a_j, which is the paper's formula when every a_j = alpha;
+- a per-request factor on those rates: the stream's accepted drafts over what the shared rates
+  expected, shrunk towards 1 by a prior and fading with each iteration, so a request whose text
+  the draft predicts well (or badly) drafts more (or less), and one that stopped drafting falls
+  back to the shared rates and tries again.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
 
 _COST_DECAY = 0.99  # per observation: costs drift slowly (load, sequence length)
-_ALPHA_DECAY = 0.9  # per iteration: acceptance follows the text being written
-_ALPHA_PRIOR_WEIGHT = 4.0  # pseudo-tests behind the starting alpha
+_RATE_DECAY = 0.995  # per iteration: the shared acceptance rates follow the drafter's recent work
+_STREAM_DECAY = 0.9  # per iteration: a stream's acceptance follows the text being written
+_STREAM_PRIOR = 16.0  # pseudo-tests behind a stream's factor of 1: move it only on clear evidence
+_RATE_PRIOR = (0.5, 1.0)  # pseudo accepted / tested behind each shared rate
+_EXPLORATION = 0.1  # optimism per 1/sqrt(tests) in each shared rate
 _PRIOR_RELATIVE_SLOPE = 0.1  # until two k values are seen: each draft adds 10% to a call
-_MAX_ALPHA = 0.99
+_MAX_RATE = 0.99
 _PROBES = (1, 3)  # the k values tried first, once per drafter and orchestrator
 
 
-def expected_tokens(alpha: float, k: int) -> float:
-    """E(k): tokens one iteration commits on average (the paper's equation 1)."""
-    return (1.0 - alpha ** (k + 1)) / (1.0 - alpha)
+def expected_tokens(rates: list[float], k: int) -> float:
+    """E(k): tokens one iteration commits on average, from per-position acceptance rates."""
+    expected, reach = 1.0, 1.0
+    for a in rates[:k]:
+        reach *= a
+        expected += reach
+    return expected
 
 
 class LinearCost:
@@ -57,28 +69,52 @@ class LinearCost:
         return max(mean_t + max(slope, 0.0) * (k - mean_k), 1e-6)
 
 
-@dataclass
-class DrafterCosts:
-    """What one drafter's iterations cost and how often its drafts are accepted, across requests."""
+class AcceptanceRates:
+    """a_j for j = 1..max_k as decayed counts of accepted over tested drafts at position j."""
 
-    draft: LinearCost
-    alpha: float = 0.5
+    def __init__(self, max_k: int) -> None:
+        self._accepted = [_RATE_PRIOR[0]] * max_k
+        self._tested = [_RATE_PRIOR[1]] * max_k
 
-    def observe_alpha(self, accepted: int, tested: int) -> None:
-        if tested:
-            self.alpha += 0.02 * tested * (accepted / tested - self.alpha)
-            self.alpha = min(max(self.alpha, 0.0), _MAX_ALPHA)
+    def observe(self, drafted: int, accepted: int) -> None:
+        """One iteration of any stream. Evidence fades even when nothing was drafted, so a drafter
+        that every stream gave up on grows optimistic again and gets retried."""
+        for j in range(len(self._tested)):
+            tested = j < min(accepted + 1, drafted)  # drafts after the first rejection were never tested
+            self._accepted[j] = _RATE_DECAY * self._accepted[j] + (tested and j < accepted)
+            self._tested[j] = _RATE_DECAY * self._tested[j] + tested
+
+    def rates(self) -> list[float]:
+        """Optimistic estimates: the mean plus a bonus that shrinks with evidence, so k values that
+        look slightly worse still get tried until the data rule them out. A position with few tests
+        of its own leans on the rate before it."""
+        rates: list[float] = []
+        prior_accepted, prior_tested = _RATE_PRIOR
+        for accepted, tested in zip(self._accepted, self._tested):
+            prior_rate = rates[-1] if rates else prior_accepted / prior_tested
+            mean = (accepted + prior_tested * prior_rate) / (tested + prior_tested)
+            rates.append(min(mean + _EXPLORATION / math.sqrt(tested + prior_tested), _MAX_RATE))
+        return rates
+
+
+class DrafterStats:
+    """What one drafter's calls cost and how often its drafts are accepted, across requests."""
+
+    def __init__(self, max_k: int) -> None:
+        self.draft = LinearCost()
+        self.acceptance = AcceptanceRates(max_k)
 
 
 class CostModel:
     """Shared by all requests of one orchestrator."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_k: int = 64) -> None:
         self.target = LinearCost()
-        self.drafters: dict[str, DrafterCosts] = {}
+        self._max_k = max_k
+        self.drafters: dict[str, DrafterStats] = {}
 
-    def drafter(self, method: str) -> DrafterCosts:
-        return self.drafters.setdefault(method, DrafterCosts(LinearCost()))
+    def drafter(self, method: str) -> DrafterStats:
+        return self.drafters.setdefault(method, DrafterStats(self._max_k))
 
 
 class AdaptiveK:
@@ -88,12 +124,15 @@ class AdaptiveK:
         self._costs = costs
         self._drafter = costs.drafter(method)
         self._max_k = max_k
-        self._accepted = _ALPHA_PRIOR_WEIGHT * self._drafter.alpha
-        self._tested = _ALPHA_PRIOR_WEIGHT
+        self._accepted = self._expected = 0.0  # this stream's accepted drafts, and the shared rates' forecast
 
     @property
-    def alpha(self) -> float:
-        return min(self._accepted / self._tested, _MAX_ALPHA)
+    def factor(self) -> float:
+        """This stream's acceptance relative to the drafter's shared rates."""
+        return (self._accepted + _STREAM_PRIOR) / (self._expected + _STREAM_PRIOR)
+
+    def rates(self) -> list[float]:
+        return [min(a * self.factor, _MAX_RATE) for a in self._drafter.acceptance.rates()]
 
     def choose(self, limit: int) -> int:
         """The k in 0..min(max_k, limit) with the most expected tokens per second."""
@@ -101,21 +140,20 @@ class AdaptiveK:
         unseen = [k for k in _PROBES if k not in self._drafter.draft.ks_seen]
         if unseen:  # measure first: two points fix each cost line (a draft LM's grows with k, n-gram's not)
             return min(upper, unseen[0])
-        alpha = self.alpha
+        rates = self.rates()
 
-        def rate(k: int) -> float:
+        def tokens_per_second(k: int) -> float:
             seconds = self._costs.target.predict(k) + (self._drafter.draft.predict(k) if k else 0.0)
-            return expected_tokens(alpha, k) / seconds
+            return expected_tokens(rates, k) / seconds
 
-        return max(range(upper + 1), key=rate)
+        return max(range(upper + 1), key=tokens_per_second)
 
     def observe(self, k: int, drafted: int, accepted: int, draft_seconds: float, target_seconds: float) -> None:
-        # Drafts after the first rejection were never tested.
-        tested = accepted + (1 if accepted < drafted else 0)
-        decay = _ALPHA_DECAY
-        self._accepted = decay * self._accepted + (1 - decay) * _ALPHA_PRIOR_WEIGHT * self._drafter.alpha + accepted
-        self._tested = decay * self._tested + (1 - decay) * _ALPHA_PRIOR_WEIGHT + tested
-        self._drafter.observe_alpha(accepted, tested)
+        shared = self._drafter.acceptance.rates()
+        tested = min(accepted + 1, drafted)
+        self._accepted = _STREAM_DECAY * self._accepted + accepted
+        self._expected = _STREAM_DECAY * self._expected + sum(shared[:tested])
+        self._drafter.acceptance.observe(drafted, accepted)
         if k:
             self._drafter.draft.observe(k, draft_seconds)
         self._costs.target.observe(drafted, target_seconds)

@@ -8,6 +8,7 @@ tokens: slower, never wrong. Memory is bounded by a byte budget with LRU evictio
 
 from __future__ import annotations
 
+import inspect
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ class CachedLM:
         self.device = next(model.parameters()).device
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         self.cache_budget_bytes = cache_budget_bytes
+        self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._cached_bytes = 0  # kept as a running sum: metrics read it from another thread
 
@@ -52,7 +54,8 @@ class CachedLM:
             reuse, cache = 0, DynamicCache(config=self.model.config)
 
         input_ids = torch.tensor([token_ids[reuse:]], dtype=torch.long, device=self.device)  # [1, S]
-        output = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True)
+        keep = {"logits_to_keep": num_logits} if self._keeps_logits else {}  # skip the LM head elsewhere
+        output = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, **keep)
         logits = output.logits[0, -num_logits:].float()  # [num_logits, V]
 
         self._store(session_id, _Session(list(token_ids), cache, _cache_nbytes(cache)))

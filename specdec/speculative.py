@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
+from specdec.sampling import sample_token
+
 
 @dataclass(frozen=True)
 class Proposal:
@@ -83,10 +85,10 @@ def correct(
     if greedy:
         return int(p_n.argmax())
     if q_n is None:
-        return _sample(p_n, generator)
+        return sample_token(p_n, generator)
     residual = (p_n - lenience * q_n).clamp(min=0.0)  # [V]
     # Zero mass only when p_n == l*q_n, where rejection has probability 0: guard rounding.
-    return _sample(residual if residual.sum() > 0 else p_n, generator)
+    return sample_token(residual if residual.sum() > 0 else p_n, generator)
 
 
 def accept_correct(
@@ -105,8 +107,3 @@ def accept_correct(
     n = count_accepted(draft_tokens, p, q_x, u, greedy=greedy, lenience=lenience)
     token = correct(p[n], q[n] if n < k else None, greedy=greedy, lenience=lenience, generator=generator)
     return Verdict(tokens=draft_tokens[:n].tolist() + [token], num_accepted=n)
-
-
-def _sample(weights: torch.Tensor, generator: torch.Generator) -> int:
-    """One token from a [V] row of non-negative weights (normalised by multinomial)."""
-    return int(torch.multinomial(weights, 1, generator=generator))

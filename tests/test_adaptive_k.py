@@ -1,16 +1,29 @@
-"""Adaptive k: the paper's expected-tokens formula, the cost fit and the choice it drives."""
+"""Adaptive k: expected tokens from per-position acceptance, the cost fit and the choice they drive."""
 
 from __future__ import annotations
 
 import pytest
 
-from orchestrator.adaptive_k import AdaptiveK, CostModel, LinearCost, expected_tokens
+from orchestrator.adaptive_k import AcceptanceRates, AdaptiveK, CostModel, LinearCost, expected_tokens
 
 
-def test_expected_tokens_matches_the_geometric_series():
+def test_expected_tokens_is_the_papers_formula_for_one_alpha():
     for alpha in (0.0, 0.3, 0.8):
         for k in range(6):
-            assert expected_tokens(alpha, k) == pytest.approx(sum(alpha**i for i in range(k + 1)))
+            assert expected_tokens([alpha] * 8, k) == pytest.approx((1 - alpha ** (k + 1)) / (1 - alpha))
+
+
+def test_expected_tokens_chains_per_position_rates():
+    assert expected_tokens([0.5, 0.8, 0.1], 3) == pytest.approx(1 + 0.5 + 0.5 * 0.8 + 0.5 * 0.8 * 0.1)
+
+
+def test_acceptance_rates_are_measured_per_position():
+    rates = AcceptanceRates(max_k=3)
+    for i in range(400):  # the first draft is right half the time; once it is, the second always is
+        rates.observe(drafted=2, accepted=2 if i % 2 else 0)
+    first, second, third = rates.rates()
+    assert first == pytest.approx(0.5, abs=0.03) and second == pytest.approx(1.0, abs=0.03)
+    assert third == pytest.approx(second, abs=0.1)  # never tested: it leans on the position before
 
 
 def test_linear_cost_recovers_a_line_and_falls_back_to_a_mild_slope():
@@ -53,14 +66,27 @@ def test_k_never_exceeds_the_remaining_budget():
     assert adaptive(costs(target_slope=0.0, draft_per_token=0.002), alpha=1.0).choose(limit=3) == 3
 
 
-def test_acceptance_evidence_fades_back_to_the_drafters_prior():
+def test_a_stream_the_draft_predicts_badly_drafts_less_then_falls_back_to_the_shared_rates():
     model = costs(target_slope=0.1, draft_per_token=0.004)
-    chooser = adaptive(model, alpha=0.0, steps=20)
-    low = chooser.alpha
-    for _ in range(40):
-        chooser.observe(0, 0, 0, 0.0, 0.0)  # plain decoding iterations: no new evidence
-    prior = model.drafter("model").alpha
-    assert low < prior / 2 and chooser.alpha == pytest.approx(prior, abs=0.05)
+    good = AdaptiveK(model, "model", max_k=8)
+    for _ in range(200):  # other streams: the first 6 drafts are accepted
+        good.observe(8, 8, 6, model.draft_seconds(8), model.target_seconds(8))
+    bad = AdaptiveK(model, "model", max_k=8)
+    for _ in range(30):
+        bad.observe(8, 8, 0, model.draft_seconds(8), model.target_seconds(8))
+    fresh = AdaptiveK(model, "model", max_k=8)
+    assert bad.factor < 0.75 and 0 < bad.choose(limit=100) < fresh.choose(limit=100) == 6
+    for _ in range(60):
+        bad.observe(0, 0, 0, 0.0, model.target_seconds(0))  # plain decoding iterations: no new evidence
+    assert bad.factor == pytest.approx(1.0, abs=0.05)
+
+
+def test_a_drafter_every_stream_gave_up_on_is_retried():
+    model = costs(target_slope=0.1, draft_per_token=0.004)
+    chooser = adaptive(model, alpha=0.0, steps=100)
+    assert chooser.choose(limit=100) == 0
+    retried_after = next(i for i in range(5000) if chooser.observe(0, 0, 0, 0.0, 0.08) or chooser.choose(limit=100))
+    assert 100 < retried_after < 5000
 
 
 def test_a_new_drafter_is_probed_at_two_k_values_first():
