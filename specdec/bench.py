@@ -1,8 +1,8 @@
 """`specdec bench`: specdec side by side with its peers, on the same prompts and models.
 
 It starts its own stack (target, draft, orchestrator as real processes on free loopback ports)
-and loads the same models in-process for the peers, then runs every prompt once per
-configuration, the configurations taking turns in an order that rotates prompt by prompt, so the
+and loads the same models in-process for the peers, then runs every prompt once (or --repeats
+times) per configuration, the configurations taking turns in an order that rotates prompt by prompt, so the
 machine's drift hits all of them alike. Speedups are ratios of median tokens/s measured in this
 one run against `draft=none` through the same target service.
 
@@ -124,8 +124,8 @@ async def run_all(args: argparse.Namespace, address: str, peers: Peers | None, p
     order_base = list(results)
     async with grpc.aio.insecure_channel(address) as channel:
         stub = generation_pb2_grpc.GenerationStub(channel)
-        for i, prompt_ids in enumerate(prompts):
-            shift = i % len(order_base)
+        for n, (i, prompt_ids) in enumerate((i, p) for _ in range(args.repeats) for i, p in enumerate(prompts)):
+            shift = n % len(order_base)
             for config in order_base[shift:] + order_base[:shift]:
                 seed = args.seed + i
                 if config.peer:
@@ -133,7 +133,7 @@ async def run_all(args: argparse.Namespace, address: str, peers: Peers | None, p
                 else:
                     run = await run_service(stub, config, prompt_ids, args, seed)
                 results[config].runs.append(run)
-                print(f"[{i + 1}/{len(prompts)}] {config.name:<34} {len(run.tokens) / run.seconds:6.1f} tokens/s",
+                print(f"[{n + 1}/{len(prompts) * args.repeats}] {config.name:<34} {len(run.tokens) / run.seconds:6.1f} tokens/s",
                       file=sys.stderr, flush=True)
     return results
 
@@ -154,13 +154,14 @@ def main(args: argparse.Namespace) -> None:
                      ports={role: free_port() for role in ROLES}, model_flags=("--threads", str(args.threads)))
     if args.threads:
         torch.set_num_threads(args.threads)  # the in-process peers compute like the services
-    print(f"specdec bench: {len(prompts)} prompts x {len(configs_for(args))} configurations, "
+    print(f"specdec bench: {len(prompts)} prompts x {args.repeats} repeats x {len(configs_for(args))} configurations, "
           f"{args.max_new_tokens} tokens each; service logs in {args.out / 'services.log'}", file=sys.stderr)
     with open(args.out / "services.log", "w") as log, LocalStack(spec, output=log, log=lambda _: None) as stack:
         peers = Peers(args.target_model, args.draft_model) if args.peers or args.lenience != [1.0] else None
         results = asyncio.run(run_all(args, stack.address, peers if args.peers else None, prompts))
-    rows = summarize(results, results[Config("draft=none")], peers, prompts)
-    categories = by_category(results, [line.get("category", "all") for line in lines])
+    # Runs go prompt by prompt, repeat after repeat.
+    rows = summarize(results, results[Config("draft=none")], peers, prompts * args.repeats)
+    categories = by_category(results, [line.get("category", "all") for line in lines] * args.repeats)
     table = markdown_table(rows, greedy=args.temperature == 0)
     if categories:
         table += "\n\nAdaptive k against the best fixed k, per prompt category:\n\n" + category_table(categories)
@@ -178,6 +179,7 @@ def add_parser(commands) -> None:
     bench = commands.add_parser("bench", help="benchmark specdec against draft=none and transformers, side by side")
     bench.add_argument("--prompts", type=Path, default=DEFAULT_PROMPTS, help="JSONL, a `messages` list per line")
     bench.add_argument("--limit", type=int, default=0, help="use only the first N prompts (0 = all)")
+    bench.add_argument("--repeats", type=int, default=1, help="run every prompt this many times per configuration")
     bench.add_argument("--max-new-tokens", type=int, default=128)
     bench.add_argument("--temperature", type=float, default=0.0)
     bench.add_argument("--seed", type=int, default=0)

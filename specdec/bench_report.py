@@ -117,16 +117,16 @@ def by_category(results: dict[Config, Results], categories: list[str]) -> list[d
                         if r.config.draft == drafter and not r.config.k and r.config.lenience == 1.0]
             if fixed and adaptive:
                 best_k = max(fixed, key=fixed.get)
-                rows.append({"category": category, "drafter": drafter, "prompts": len(picked), "best_fixed_k": best_k,
+                rows.append({"category": category, "drafter": drafter, "runs": len(picked), "best_fixed_k": best_k,
                              "best_fixed_tokens_per_second": fixed[best_k], "adaptive_tokens_per_second": adaptive[0],
                              "adaptive_vs_best_fixed": adaptive[0] / fixed[best_k]})
     return rows
 
 
 def category_table(rows: list[dict]) -> str:
-    lines = ["| category | drafter | prompts | best fixed k | its tokens/s | adaptive tokens/s | adaptive / best |",
+    lines = ["| category | drafter | runs | best fixed k | its tokens/s | adaptive tokens/s | adaptive / best |",
              "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['category']} | {r['drafter']} | {r['prompts']} | {r['best_fixed_k']} | "
+    lines += [f"| {r['category']} | {r['drafter']} | {r['runs']} | {r['best_fixed_k']} | "
               f"{r['best_fixed_tokens_per_second']:.1f} | {r['adaptive_tokens_per_second']:.1f} | "
               f"{r['adaptive_vs_best_fixed']:.2f} |" for r in rows]
     return "\n".join(lines)

@@ -15,7 +15,7 @@ def test_bench_runs_every_configuration_and_writes_its_reports(tiny_target, tiny
     ))
     out = tmp_path / "out"
     main(["bench", "--prompts", str(prompts), "--target-model", str(tiny_target), "--draft-model", str(tiny_draft),
-          "--max-new-tokens", "12", "--k", "1,3", "--ngram-k", "2", "--lenience", "1,0.5", "--out", str(out)])
+          "--max-new-tokens", "12", "--repeats", "2", "--k", "1,3", "--ngram-k", "2", "--lenience", "1,0.5", "--out", str(out)])
 
     report = json.loads((out / "results.json").read_text())
     rows = {row["config"]: row for row in report["results"]}
@@ -31,5 +31,5 @@ def test_bench_runs_every_configuration_and_writes_its_reports(tiny_target, tiny
     assert 0 <= lenient["agreement_with_exact"] <= 1 and lenient["target_mean_log_likelihood"] < 0
     categories = {(row["category"], row["drafter"]): row for row in report["by_category"]}
     assert set(categories) == {("a", "model"), ("b", "model"), ("a", "ngram"), ("b", "ngram")}
-    assert categories[("a", "model")]["prompts"] == 2 and categories[("a", "model")]["best_fixed_k"] in (1, 3)
+    assert categories[("a", "model")]["runs"] == 4 and categories[("a", "model")]["best_fixed_k"] in (1, 3)
     assert (out / "plot.png").stat().st_size > 0 and "| draft=none |" in (out / "results.md").read_text()
