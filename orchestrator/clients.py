@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import grpc
 import torch
@@ -38,10 +39,13 @@ class _Upstream:
 
 
 class DraftClient(_Upstream):
+    @cached_property
+    def _stub(self) -> draft_pb2_grpc.DraftStub:
+        return draft_pb2_grpc.DraftStub(self.channel)
+
     async def fetch_info(self) -> common_pb2.ModelInfo:
-        stub = draft_pb2_grpc.DraftStub(self.channel)
         # No deadline: wait for the service to come up (health says NOT_SERVING meanwhile).
-        reply = await stub.GetModelInfo(draft_pb2.DraftGetModelInfoRequest(), wait_for_ready=True)
+        reply = await self._stub.GetModelInfo(draft_pb2.DraftGetModelInfoRequest(), wait_for_ready=True)
         self.info = reply.info
         return self.info
 
@@ -49,27 +53,30 @@ class DraftClient(_Upstream):
         self, session_id: str, token_ids: list[int], k: int, method: str, params: SamplingParams, seed: int,
         vocab_size: int, meter: CallMeter,
     ) -> Proposal:
+        """Greedy proposals come without rows: q is one-hot at each x_i and nothing reads it."""
         request = draft_pb2.ProposeRequest(
             session_id=session_id, token_ids=token_ids, num_tokens=k, sampling=sampling_to_proto(params),
             seed=seed, method=DRAFT_METHODS[method],
         )
         started = time.perf_counter()
-        reply = await draft_pb2_grpc.DraftStub(self.channel).Propose(request, timeout=self.timeout_s)
+        reply = await self._stub.Propose(request, timeout=self.timeout_s)
         meter.draft_seconds += time.perf_counter() - started
         meter.draft_compute_seconds += reply.compute_seconds
         meter.wire_bytes += request.ByteSize() + reply.ByteSize()
-        return Proposal(list(reply.token_ids), decode_rows(reply.probs, vocab_size))
+        return Proposal(list(reply.token_ids), None if params.greedy else decode_rows(reply.probs, vocab_size))
 
     async def end_session(self, session_id: str) -> None:
-        stub = draft_pb2_grpc.DraftStub(self.channel)
-        await stub.EndSession(draft_pb2.DraftEndSessionRequest(session_id=session_id), timeout=self.timeout_s)
+        await self._stub.EndSession(draft_pb2.DraftEndSessionRequest(session_id=session_id), timeout=self.timeout_s)
 
 
 class TargetClient(_Upstream):
+    @cached_property
+    def _stub(self) -> target_pb2_grpc.TargetStub:
+        return target_pb2_grpc.TargetStub(self.channel)
+
     async def fetch_info(self) -> common_pb2.ModelInfo:
-        stub = target_pb2_grpc.TargetStub(self.channel)
         # No deadline: wait for the service to come up (health says NOT_SERVING meanwhile).
-        reply = await stub.GetModelInfo(target_pb2.TargetGetModelInfoRequest(), wait_for_ready=True)
+        reply = await self._stub.GetModelInfo(target_pb2.TargetGetModelInfoRequest(), wait_for_ready=True)
         self.info = reply.info
         return self.info
 
@@ -82,22 +89,21 @@ class TargetClient(_Upstream):
         u: torch.Tensor,
         params: SamplingParams,
         meter: CallMeter,
-    ) -> tuple[int, torch.Tensor]:
-        """(n accepted drafts, [V] p_{n+1})."""
+    ) -> tuple[int, common_pb2.ProbRows]:
+        """(n accepted drafts, p_{n+1} as it came over the wire: decode it only if the step needs the row)."""
         request = target_pb2.ScoreRequest(
             session_id=session_id, token_ids=token_ids, draft_token_ids=draft_token_ids,
             sampling=sampling_to_proto(params), draft_token_probs=q_x.tolist(), uniforms=u.tolist(),
         )
         started = time.perf_counter()
-        reply = await target_pb2_grpc.TargetStub(self.channel).Score(request, timeout=self.timeout_s)
+        reply = await self._stub.Score(request, timeout=self.timeout_s)
         meter.target_seconds += time.perf_counter() - started
         meter.target_compute_seconds += reply.compute_seconds
         meter.wire_bytes += request.ByteSize() + reply.ByteSize()
-        return reply.num_accepted, decode_rows(reply.probs, self.info.vocab_size)[0]
+        return reply.num_accepted, reply.probs
 
     async def end_session(self, session_id: str) -> None:
-        stub = target_pb2_grpc.TargetStub(self.channel)
-        await stub.EndSession(target_pb2.TargetEndSessionRequest(session_id=session_id), timeout=self.timeout_s)
+        await self._stub.EndSession(target_pb2.TargetEndSessionRequest(session_id=session_id), timeout=self.timeout_s)
 
 
 def open_channel(address: str) -> grpc.aio.Channel:

@@ -19,6 +19,7 @@ from orchestrator.adaptive_k import AdaptiveK, CostModel
 from orchestrator.clients import CallMeter, DraftClient, TargetClient
 from orchestrator.request import GenerationConfig
 from specdec.speculative import Proposal, correct, draw_uniforms
+from specdec.wire import decode_rows, row_argmax
 
 log = logging.getLogger("specdec")
 
@@ -85,14 +86,16 @@ class SpeculativeLoop:
     async def _iteration(self, committed: list[int], k: int, span: trace.Span) -> list[int]:
         """propose -> score -> accept/correct; returns the tokens it commits."""
         config, meter = self._config, self._stats.meter
-        vocab_size = self._target.info.vocab_size
+        greedy, lenience = config.params.greedy, config.params.lenience
         draft_before, target_before = meter.draft_seconds, meter.target_seconds
-        proposal = Proposal([], torch.zeros(0, vocab_size))
+        proposal = Proposal([], None)
         if k > 0:
-            seed = int(torch.randint(_SEED_BOUND, (1,), generator=self._generator))
+            # Greedy drafting draws nothing: the seed only makes sampled drafts reproducible.
+            seed = 0 if greedy else int(torch.randint(_SEED_BOUND, (1,), generator=self._generator))
             try:
                 proposal = await self._draft.propose(
-                    self._session_id, committed, k, config.draft, config.params, seed, vocab_size, meter
+                    self._session_id, committed, k, config.draft, config.params, seed, self._target.info.vocab_size,
+                    meter,
                 )
             except grpc.aio.AioRpcError as error:
                 if error.code() not in _DRAFT_FAULTS:
@@ -101,12 +104,14 @@ class SpeculativeLoop:
         # The accept test runs in the target (it has the rows p) with our uniforms; the
         # correction runs here on the one row it returns. Same draws as accept_correct.
         drafts, q = proposal.token_ids, proposal.q
-        greedy, lenience = config.params.greedy, config.params.lenience
         u = draw_uniforms(len(drafts), greedy, self._generator)
-        q_x = q[torch.arange(len(drafts)), torch.tensor(drafts, dtype=torch.long)]
+        q_x = torch.zeros(0) if q is None else q[torch.arange(len(drafts)), torch.tensor(drafts, dtype=torch.long)]
         n, p_next = await self._target.score(self._session_id, committed, drafts, q_x, u, config.params, meter)
-        token = correct(p_next, q[n] if n < len(drafts) else None, greedy=greedy, lenience=lenience,
-                        generator=self._generator)
+        if greedy:  # the correction is the target's argmax: no need to widen the row
+            token = row_argmax(p_next)
+        else:
+            token = correct(decode_rows(p_next, self._target.info.vocab_size)[0], q[n] if n < len(drafts) else None,
+                            greedy=greedy, lenience=lenience, generator=self._generator)
         tokens = drafts[:n] + [token]
         self._stats.record(drafted=len(drafts), accepted=n)
         if self._adaptive_k:

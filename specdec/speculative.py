@@ -36,7 +36,7 @@ class Proposal:
     """What a drafter proposes: x_1..x_n (n <= k) and the rows q_i each was sampled from."""
 
     token_ids: list[int]
-    q: torch.Tensor  # [n, V] float32
+    q: torch.Tensor | None  # [n, V] float32; None where nothing reads it (greedy: one-hot at each x_i)
 
 
 @dataclass(frozen=True)

@@ -54,5 +54,15 @@ def decode_rows(message: common_pb2.ProbRows, vocab_size: int | None = None) -> 
     return torch.from_numpy(rows)
 
 
+def row_argmax(message: common_pb2.ProbRows) -> int:
+    """The argmax of a one-row ProbRows without widening it: the greedy correction."""
+    if message.dense:
+        return int(np.frombuffer(message.dense, dtype="<f4").argmax())
+    token_ids = np.frombuffer(message.sparse_token_ids, dtype="<i4")
+    if message.num_rows != 1 or not token_ids.size:
+        raise ValueError("row_argmax needs one row with at least one entry")
+    return int(token_ids[np.frombuffer(message.sparse_probs, dtype="<f4").argmax()])
+
+
 def _le(array: np.ndarray, dtype: str) -> bytes:
     return np.ascontiguousarray(array, dtype=dtype).tobytes()

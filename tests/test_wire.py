@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from specdec.v1 import common_pb2
-from specdec.wire import decode_rows, encode_rows
+from specdec.wire import decode_rows, encode_rows, row_argmax
 
 
 def assert_bit_equal(a: torch.Tensor, b: torch.Tensor) -> None:
@@ -107,3 +107,13 @@ def test_sparse_ids_outside_the_vocabulary_are_rejected():
     message.sparse_token_ids = np.array([10], dtype="<i4").tobytes()
     with pytest.raises(ValueError, match="outside"):
         decode_rows(message)
+
+
+def test_row_argmax_reads_the_argmax_off_sparse_and_dense_rows():
+    sparse = torch.zeros(1, 500)
+    sparse[0, [3, 250, 499]] = torch.tensor([0.2, 0.5, 0.3])
+    dense = torch.rand(1, 500).softmax(dim=-1)
+    for row in (sparse, dense):
+        assert row_argmax(encode_rows(row)) == int(row.argmax())
+    with pytest.raises(ValueError):
+        row_argmax(encode_rows(torch.zeros(2, 500)))
