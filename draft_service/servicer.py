@@ -42,7 +42,9 @@ class DraftServicer(draft_pb2_grpc.DraftServicer):
         else:  # DRAFT_METHOD_NGRAM, and the default
             tokens = check_tokens(request.token_ids, num_new=k, max_new=NGRAM_MAX_K, vocab_size=0, max_context=2**31 - 1)
             proposal = propose_with_ngram(tokens, k)
-        reply = draft_pb2.ProposeResponse(token_ids=proposal.token_ids, probs=encode_rows(proposal.q))
+        # Greedy q is one-hot at each proposed token: the tokens say it all.
+        rows = None if params.greedy else encode_rows(proposal.q)
+        reply = draft_pb2.ProposeResponse(token_ids=proposal.token_ids, probs=rows)
         reply.compute_seconds = time.perf_counter() - started
         metrics.MODEL_CALL_SECONDS.labels(method="Propose").observe(reply.compute_seconds)
         return reply

@@ -61,7 +61,9 @@ class SpeculativeLoop:
         costs: CostModel,
     ) -> None:
         self._config = config
-        self._adaptive_k = AdaptiveK(costs, config.draft, config.k) if config.adaptive else None
+        # Acceptance depends on the drafter and on how the target judges its drafts.
+        drafter = (config.draft, config.params.greedy, config.params.lenience)
+        self._adaptive_k = AdaptiveK(costs, drafter, config.k) if config.adaptive else None
         self._session_id = session_id
         self._draft = draft
         self._target = target

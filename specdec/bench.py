@@ -2,9 +2,9 @@
 
 It starts its own stack (target, draft, orchestrator as real processes on free loopback ports)
 and loads the same models in-process for the peers, then runs every prompt once (or --repeats
-times) per configuration, the configurations taking turns in an order that rotates prompt by prompt, so the
-machine's drift hits all of them alike. Speedups are ratios of median tokens/s measured in this
-one run against `draft=none` through the same target service.
+times) per configuration, the configurations taking turns in an order that rotates prompt by
+prompt, so the machine's drift hits all of them alike. Speedups are ratios of median tokens/s
+measured in this one run against `draft=none` through the same target service.
 
 Configurations: draft=none; the model draft at each fixed k and at adaptive k (plus a lenience
 sweep); the n-gram drafter at adaptive k; transformers `generate()`; transformers assisted
@@ -133,7 +133,8 @@ async def run_all(args: argparse.Namespace, address: str, peers: Peers | None, p
                 else:
                     run = await run_service(stub, config, prompt_ids, args, seed)
                 results[config].runs.append(run)
-                print(f"[{n + 1}/{len(prompts) * args.repeats}] {config.name:<34} {len(run.tokens) / run.seconds:6.1f} tokens/s",
+                tokens_per_second = len(run.tokens) / run.seconds
+                print(f"[{n + 1}/{len(prompts) * args.repeats}] {config.name:<34} {tokens_per_second:6.1f} tokens/s",
                       file=sys.stderr, flush=True)
     return results
 

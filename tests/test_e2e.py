@@ -7,10 +7,14 @@ import time
 
 import grpc
 import pytest
+import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from specdec.v1 import common_pb2, generation_pb2, generation_pb2_grpc, target_pb2, target_pb2_grpc
+from specdec.v1 import (
+    common_pb2, draft_pb2, draft_pb2_grpc, generation_pb2, generation_pb2_grpc, target_pb2, target_pb2_grpc,
+)
+from specdec.wire import decode_rows
 from tests.conftest import TINY_CHARS
 from specdec.launcher import stop_process, wait_healthy
 from tests.stack import Stack, free_port, start_service
@@ -80,6 +84,22 @@ def test_target_refuses_sampling_without_the_accept_test_inputs(stack):
         with pytest.raises(grpc.RpcError) as error:
             target_pb2_grpc.TargetStub(channel).Score(request, timeout=10)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "uniforms" in error.value.details()
+
+
+def test_draft_sends_q_rows_only_when_sampling(stack):
+    def propose(temperature: float) -> draft_pb2.ProposeResponse:
+        request = draft_pb2.ProposeRequest(
+            session_id="rows", token_ids=[1, 2, 3], num_tokens=3, seed=7, method=draft_pb2.DRAFT_METHOD_MODEL,
+            sampling=common_pb2.SamplingParams(temperature=temperature),
+        )
+        with grpc.insecure_channel(stack.draft_address) as channel:
+            return draft_pb2_grpc.DraftStub(channel).Propose(request, timeout=10)
+
+    greedy, sampled = propose(0.0), propose(1.0)
+    assert len(greedy.token_ids) == 3 and not greedy.HasField("probs")  # q is one-hot at each token
+    q = decode_rows(sampled.probs)
+    assert q.shape[0] == 3 and bool((q[range(3), list(sampled.token_ids)] > 0).all())
+    torch.testing.assert_close(q.sum(dim=1), torch.ones(3))
 
 
 def test_seeded_sampling_is_reproducible(stack):
