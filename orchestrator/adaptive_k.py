@@ -15,8 +15,7 @@ estimates:
 - a per-request factor on those rates: the stream's accepted drafts over what the shared rates
   expected, shrunk towards 1 by a prior and fading with each iteration, so a request whose text
   the draft predicts well (or badly) drafts more (or less), and one that stopped drafting falls
-  back to the shared rates and tries again; plus an optimism bonus that shrinks with the stream's
-  own evidence, so every stream tests the draft before trusting the others' verdict.
+  back to the shared rates and tries again.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ _RATE_DECAY = 0.995  # per iteration: the shared acceptance rates follow the dra
 _STREAM_DECAY = 0.9  # per iteration: a stream's acceptance follows the text being written
 _STREAM_PRIOR = 16.0  # pseudo-tests behind a stream's factor of 1: move it only on clear evidence
 _RATE_PRIOR = (0.5, 1.0)  # pseudo accepted / tested behind each shared rate
-_EXPLORATION = 0.1  # optimism in a stream's rates, per 1/sqrt(1 + its tests)
+_EXPLORATION = 0.1  # optimism per 1/sqrt(tests) in each shared rate
 _PRIOR_RELATIVE_SLOPE = 0.1  # until two k values are seen: each draft adds 10% to a call
 _MAX_RATE = 0.99
 _PROBES = (1, 3)  # the k values tried first, once per drafter and orchestrator
@@ -75,8 +74,8 @@ class AcceptanceRates:
     """a_j for j = 1..max_k as decayed counts of accepted over tested drafts at position j."""
 
     def __init__(self, max_k: int) -> None:
-        self._accepted = [0.0] * max_k
-        self._tested = [0.0] * max_k
+        self._accepted = [_RATE_PRIOR[0]] * max_k
+        self._tested = [_RATE_PRIOR[1]] * max_k
 
     def observe(self, drafted: int, accepted: int) -> None:
         """One iteration of any stream. Evidence fades even when nothing was drafted, so a drafter
@@ -87,13 +86,15 @@ class AcceptanceRates:
             self._tested[j] = _RATE_DECAY * self._tested[j] + tested
 
     def rates(self) -> list[float]:
-        """Mean rates; a position with few tests of its own leans on the rate before it."""
+        """Optimistic estimates: the mean plus a bonus that shrinks with evidence, so k values that
+        look slightly worse still get tried until the data rule them out. A position with few tests
+        of its own leans on the rate before it."""
         rates: list[float] = []
         prior_accepted, prior_tested = _RATE_PRIOR
         for accepted, tested in zip(self._accepted, self._tested):
             prior_rate = rates[-1] if rates else prior_accepted / prior_tested
             mean = (accepted + prior_tested * prior_rate) / (tested + prior_tested)
-            rates.append(min(mean, _MAX_RATE))
+            rates.append(min(mean + _EXPLORATION / math.sqrt(tested + prior_tested), _MAX_RATE))
         return rates
 
 
@@ -124,8 +125,7 @@ class AdaptiveK:
         self._costs = costs
         self._drafter = costs.drafter(drafter)
         self._max_k = max_k
-        # This stream's tested and accepted drafts, and how many the shared rates expected accepted.
-        self._tested = self._accepted = self._expected = 0.0
+        self._accepted = self._expected = 0.0  # this stream's accepted drafts, and the shared rates' forecast
 
     @property
     def factor(self) -> float:
@@ -133,11 +133,7 @@ class AdaptiveK:
         return (self._accepted + _STREAM_PRIOR) / (self._expected + _STREAM_PRIOR)
 
     def rates(self) -> list[float]:
-        """Optimistic: a bonus that shrinks with the stream's evidence, so a stream tries drafting
-        even when the shared rates sit just below paying, and a k that looks slightly worse is
-        tried until the data rule it out."""
-        bonus = _EXPLORATION / math.sqrt(1.0 + self._tested)
-        return [min(a * self.factor + bonus, _MAX_RATE) for a in self._drafter.acceptance.rates()]
+        return [min(a * self.factor, _MAX_RATE) for a in self._drafter.acceptance.rates()]
 
     def choose(self, limit: int) -> int:
         """The k in 0..min(max_k, limit) with the most expected tokens per second."""
@@ -156,7 +152,6 @@ class AdaptiveK:
     def observe(self, k: int, drafted: int, accepted: int, draft_seconds: float, target_seconds: float) -> None:
         shared = self._drafter.acceptance.rates()
         tested = min(accepted + 1, drafted)
-        self._tested = _STREAM_DECAY * self._tested + tested
         self._accepted = _STREAM_DECAY * self._accepted + accepted
         self._expected = _STREAM_DECAY * self._expected + sum(shared[:tested])
         self._drafter.acceptance.observe(drafted, accepted)

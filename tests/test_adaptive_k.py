@@ -98,16 +98,3 @@ def test_a_new_drafter_is_probed_at_two_k_values_first():
     chooser.observe(second, second, 1, 0.004 * second, 0.07)
     assert (first, second) == (1, 3)
     assert model.drafter("model").draft.predict(5) == pytest.approx(0.02)  # the line through both probes
-
-
-def test_a_new_stream_tests_the_draft_before_trusting_the_shared_rates():
-    model = costs(target_slope=0.1, draft_per_token=0.004)  # drafting one token pays above ~16% acceptance
-    others = AdaptiveK(model, "model", max_k=8)
-    for i in range(400):  # other streams: 12% of first drafts accepted
-        others.observe(1, 1, int(i % 25 < 3), model.draft_seconds(1), model.target_seconds(1))
-    assert others.choose(limit=100) == 0
-    fresh = AdaptiveK(model, "model", max_k=8)
-    assert fresh.choose(limit=100) == 1
-    for _ in range(10):  # and this stream's drafts fare no better
-        fresh.observe(1, 1, 0, model.draft_seconds(1), model.target_seconds(1))
-    assert fresh.choose(limit=100) == 0

@@ -1,0 +1,81 @@
+"""What one gRPC call costs beyond the server's work: the floor under `specdec bench`'s
+"orchestration + RPC" column.
+
+A stand-in Target service runs in its own process on loopback, served exactly like the real one
+(specdec.serving.start_server, a ModelWorker thread, the same channel options), but its "model"
+only sleeps. An asyncio client calls Score back to back and reports, per call, the wall time
+minus the compute_seconds the server reports, for a few amounts of server-side work. A call that
+follows tens of milliseconds of idling pays for waking the threads on both ends.
+
+    .venv/bin/python benchmarks/rpc_floor.py [--calls 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import time
+
+import grpc
+
+from specdec.launcher import free_port, wait_healthy
+from specdec.serving import CHANNEL_OPTIONS, ModelWorker, ServerSpec, serve
+from specdec.v1 import common_pb2, target_pb2, target_pb2_grpc
+
+WORK_MS = (0.0, 6.0, 60.0)  # nothing, about a draft step, about a target step on a CPU
+
+
+class SleepingTarget(target_pb2_grpc.TargetServicer):
+    def __init__(self) -> None:
+        self._worker = ModelWorker()
+
+    async def Score(self, request: target_pb2.ScoreRequest, context: grpc.aio.ServicerContext):
+        started = time.perf_counter()
+        await self._worker.run(time.sleep, request.uniforms[0] if request.uniforms else 0.0)
+        reply = target_pb2.ScoreResponse(num_accepted=0, probs=common_pb2.ProbRows(num_rows=1, vocab_size=1))
+        reply.compute_seconds = time.perf_counter() - started
+        return reply
+
+
+async def overheads_ms(address: str, work_s: float, calls: int) -> list[float]:
+    # The work to do rides in `uniforms`, so one server serves every case.
+    request = target_pb2.ScoreRequest(session_id="floor", token_ids=list(range(200)), uniforms=[work_s])
+    async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        stub = target_pb2_grpc.TargetStub(channel)
+        result = []
+        for i in range(calls + 5):  # the first few warm the connection up
+            started = time.perf_counter()
+            reply = await stub.Score(request, timeout=30)
+            if i >= 5:
+                result.append(1000 * (time.perf_counter() - started - reply.compute_seconds))
+        return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=60)
+    parser.add_argument("--serve-port", type=int, help=argparse.SUPPRESS)  # the server process
+    args = parser.parse_args()
+    if args.serve_port:
+        spec = ServerSpec(lambda server: target_pb2_grpc.add_TargetServicer_to_server(SleepingTarget(), server),
+                          [target_pb2.DESCRIPTOR.services_by_name["Target"].full_name])
+        asyncio.run(serve(spec, host="127.0.0.1", port=args.serve_port))
+        return
+    port = free_port()
+    server = subprocess.Popen([sys.executable, __file__, "--serve-port", str(port)])
+    try:
+        wait_healthy("stand-in target", f"127.0.0.1:{port}", server, timeout_s=60)
+        print("server work | per-call overhead, ms: median (p10–p90)")
+        for work_ms in WORK_MS:
+            ms = sorted(asyncio.run(overheads_ms(f"127.0.0.1:{port}", work_ms / 1000, args.calls)))
+            print(f"{work_ms:5.0f} ms    | {statistics.median(ms):.2f} ({ms[len(ms) // 10]:.2f}–{ms[len(ms) * 9 // 10]:.2f})")
+    finally:
+        server.terminate()
+        server.wait()
+
+
+if __name__ == "__main__":
+    main()
