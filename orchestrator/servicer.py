@@ -45,7 +45,9 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         self._max_adaptive_k = max_adaptive_k
         self._default_max_new_tokens = default_max_new_tokens
         self._defaults: ServerDefaults | None = None
-        self._costs = CostModel()  # draft/target call costs, learnt across requests for adaptive k
+        # Draft/target call costs and acceptance, learnt across requests for adaptive k (which never
+        # drafts more than max_adaptive_k, so no position past it is tracked).
+        self._costs = CostModel(max_k=max_adaptive_k)
 
     async def connect(self) -> None:
         """Waits for both upstreams and checks they and our tokenizer agree on token ids."""
