@@ -2,10 +2,12 @@
 "orchestration + RPC" column.
 
 A stand-in Target service runs in its own process on loopback, served exactly like the real one
-(specdec.serving.start_server, a ModelWorker thread, the same channel options), but its "model"
-only sleeps. An asyncio client calls Score back to back and reports, per call, the wall time
-minus the compute_seconds the server reports, for a few amounts of server-side work. A call that
-follows tens of milliseconds of idling pays for waking the threads on both ends.
+(specdec.serving.start_server, a ModelWorker, the same channel options), but its "model" only
+sleeps. An asyncio client calls Score back to back and reports, per call, the wall time minus the
+compute_seconds the server reports, for a few amounts of server-side work, with the work run on
+the server's event loop (as the services run decode steps) and on its worker thread (as they run
+prefills). A call that follows tens of milliseconds of idling pays for waking the threads on both
+ends.
 
     .venv/bin/python benchmarks/rpc_floor.py [--calls 60]
 """
@@ -33,16 +35,17 @@ class SleepingTarget(target_pb2_grpc.TargetServicer):
         self._worker = ModelWorker()
 
     async def Score(self, request: target_pb2.ScoreRequest, context: grpc.aio.ServicerContext):
-        started = time.perf_counter()
-        await self._worker.run(time.sleep, request.uniforms[0] if request.uniforms else 0.0)
-        reply = target_pb2.ScoreResponse(num_accepted=0, probs=common_pb2.ProbRows(num_rows=1, vocab_size=1))
-        reply.compute_seconds = time.perf_counter() - started
-        return reply
+        _, seconds = await self._worker.run(len(request.draft_token_ids), time.sleep, request.uniforms[0])
+        probs = common_pb2.ProbRows(num_rows=1, vocab_size=1)
+        return target_pb2.ScoreResponse(num_accepted=0, probs=probs, compute_seconds=seconds)
 
 
-async def overheads_ms(address: str, work_s: float, calls: int) -> list[float]:
-    # The work to do rides in `uniforms`, so one server serves every case.
-    request = target_pb2.ScoreRequest(session_id="floor", token_ids=list(range(200)), uniforms=[work_s])
+async def overheads_ms(address: str, work_s: float, new_tokens: int, calls: int) -> list[float]:
+    # The work rides in `uniforms` and the new tokens (which pick the thread) in the drafts, so one
+    # server serves every case.
+    request = target_pb2.ScoreRequest(
+        session_id="floor", token_ids=list(range(200)), draft_token_ids=[0] * new_tokens, uniforms=[work_s]
+    )
     async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
         stub = target_pb2_grpc.TargetStub(channel)
         result = []
@@ -69,9 +72,13 @@ def main() -> None:
     try:
         wait_healthy("stand-in target", f"127.0.0.1:{port}", server, timeout_s=60)
         print("server work | per-call overhead, ms: median (p10–p90)")
+        print("            | work on the event loop | work on the worker thread")
         for work_ms in WORK_MS:
-            ms = sorted(asyncio.run(overheads_ms(f"127.0.0.1:{port}", work_ms / 1000, args.calls)))
-            print(f"{work_ms:5.0f} ms    | {statistics.median(ms):.2f} ({ms[len(ms) // 10]:.2f}–{ms[len(ms) * 9 // 10]:.2f})")
+            cells = []
+            for new_tokens in (0, ModelWorker.INLINE_TOKENS + 1):
+                ms = sorted(asyncio.run(overheads_ms(f"127.0.0.1:{port}", work_ms / 1000, new_tokens, args.calls)))
+                cells.append(f"{statistics.median(ms):.2f} ({ms[len(ms) // 10]:.2f}–{ms[len(ms) * 9 // 10]:.2f})")
+            print(f"{work_ms:5.0f} ms    | " + " | ".join(f"{cell:22}" for cell in cells))
     finally:
         server.terminate()
         server.wait()

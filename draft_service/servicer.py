@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import grpc
 
 from draft_service.drafter import propose_with_model, propose_with_ngram
 from specdec import metrics
 from specdec.hosted_model import HostedModel
-from specdec.serving import FailedPrecondition, ModelWorker, map_errors
+from specdec.serving import FailedPrecondition, ModelWorker, map_errors, timed
 from specdec.v1 import common_pb2, draft_pb2, draft_pb2_grpc
 from specdec.validation import check_tokens, sampling_from_proto
 from specdec.wire import encode_rows
@@ -24,7 +22,6 @@ class DraftServicer(draft_pb2_grpc.DraftServicer):
 
     @map_errors
     async def Propose(self, request: draft_pb2.ProposeRequest, context: grpc.aio.ServicerContext):
-        started = time.perf_counter()
         params = sampling_from_proto(request.sampling)
         k = request.num_tokens
         if request.method == draft_pb2.DRAFT_METHOD_MODEL:
@@ -35,23 +32,23 @@ class DraftServicer(draft_pb2_grpc.DraftServicer):
                 request.token_ids, num_new=k, max_new=info.max_speculative_tokens, vocab_size=info.vocab_size,
                 max_context=info.max_context,
             )
-            proposal = await self._worker.run(
-                propose_with_model, self._model.lm, request.session_id, tokens, k, params, request.seed
+            lm, session_id = self._model.lm, request.session_id
+            proposal, seconds = await self._worker.run(
+                lm.uncached_len(session_id, tokens), propose_with_model, lm, session_id, tokens, k, params, request.seed
             )
             metrics.observe_cache(self._model.lm)
         else:  # DRAFT_METHOD_NGRAM, and the default
             tokens = check_tokens(request.token_ids, num_new=k, max_new=NGRAM_MAX_K, vocab_size=0, max_context=2**31 - 1)
-            proposal = propose_with_ngram(tokens, k)
+            proposal, seconds = timed(propose_with_ngram, tokens, k)
         # Greedy q is one-hot at each proposed token: the tokens say it all.
         rows = None if params.greedy else encode_rows(proposal.q)
-        reply = draft_pb2.ProposeResponse(token_ids=proposal.token_ids, probs=rows)
-        reply.compute_seconds = time.perf_counter() - started
+        reply = draft_pb2.ProposeResponse(token_ids=proposal.token_ids, probs=rows, compute_seconds=seconds)
         metrics.MODEL_CALL_SECONDS.labels(method="Propose").observe(reply.compute_seconds)
         return reply
 
     async def EndSession(self, request: draft_pb2.DraftEndSessionRequest, context: grpc.aio.ServicerContext):
         if self._model is not None:
-            await self._worker.run(self._model.lm.end_session, request.session_id)
+            await self._worker.run(0, self._model.lm.end_session, request.session_id)
             metrics.observe_cache(self._model.lm)
         return draft_pb2.DraftEndSessionResponse()
 

@@ -61,6 +61,11 @@ class CachedLM:
         self._store(session_id, _Session(list(token_ids), cache, _cache_nbytes(cache)))
         return logits
 
+    def uncached_len(self, session_id: str, token_ids: list[int]) -> int:
+        """How many of `token_ids` a call would run through the model: the rest come from the cache."""
+        session = self._sessions.get(session_id)
+        return len(token_ids) - (common_prefix_len(session.token_ids, token_ids) if session is not None else 0)
+
     def end_session(self, session_id: str) -> None:
         self._pop(session_id)
 

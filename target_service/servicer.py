@@ -3,7 +3,6 @@ accept test, so one row of p travels back instead of k+1."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import grpc
@@ -61,16 +60,19 @@ class TargetServicer(target_pb2_grpc.TargetServicer):
             draft_ids=drafts,
         )
         q_x, u = _accept_test_inputs(request, len(drafts), params.greedy)
-        started = time.perf_counter()
-        verdict = await self._worker.run(verify_block, self._model.lm, request.session_id, tokens, drafts, q_x, u, params)
-        reply = target_pb2.ScoreResponse(num_accepted=verdict.num_accepted, probs=encode_rows(verdict.p_next[None]))
-        reply.compute_seconds = time.perf_counter() - started
+        lm, session_id = self._model.lm, request.session_id
+        verdict, seconds = await self._worker.run(
+            lm.uncached_len(session_id, tokens + drafts), verify_block, lm, session_id, tokens, drafts, q_x, u, params
+        )
+        reply = target_pb2.ScoreResponse(
+            num_accepted=verdict.num_accepted, probs=encode_rows(verdict.p_next[None]), compute_seconds=seconds
+        )
         metrics.MODEL_CALL_SECONDS.labels(method="Score").observe(reply.compute_seconds)
         metrics.observe_cache(self._model.lm)
         return reply
 
     async def EndSession(self, request: target_pb2.TargetEndSessionRequest, context: grpc.aio.ServicerContext):
-        await self._worker.run(self._model.lm.end_session, request.session_id)
+        await self._worker.run(0, self._model.lm.end_session, request.session_id)
         metrics.observe_cache(self._model.lm)
         return target_pb2.TargetEndSessionResponse()
 

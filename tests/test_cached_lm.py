@@ -113,3 +113,13 @@ def test_only_the_uncached_suffix_is_fed_to_the_model(model, monkeypatch):
     check(lm, "s", seq + [7, 2, 2])  # same sequence again: recompute only the returned row
     check(lm, "s", seq + [7, 2, 2], num_logits=3)  # rows to return are always recomputed
     assert fed == [6, 1, 4, 2, 1, 3]
+
+
+def test_uncached_len_counts_what_a_call_would_feed(model):
+    lm = CachedLM(model, BIG_BUDGET)
+    seq = [1, 2, 3, 4, 5, 6]
+    assert lm.uncached_len("s", seq) == 6  # a session never seen: everything
+    lm.logits("s", seq, 1)
+    assert lm.uncached_len("s", seq + [7, 8]) == 2
+    assert lm.uncached_len("s", [1, 2, 9, 9]) == 2  # diverges after two cached tokens
+    assert lm.uncached_len("other", seq) == 6
