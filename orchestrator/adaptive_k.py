@@ -5,9 +5,8 @@ expectation and costs one draft call of k tokens plus one target call over k + 1
 the k in 0..max_k that maximises E(k) / (draft_seconds(k) + target_seconds(k)), from running
 estimates:
 
-- costs, shared by all requests: seconds per draft call and per target call, each a line in k
-  fitted by exponentially weighted least squares (on a GPU the target's line is nearly flat; on
-  a CPU it rises measurably with the block);
+- costs, shared by all requests: seconds per draft call and per target call at each k (on a GPU
+  the target's cost is nearly flat in k; on a CPU it rises measurably with the block);
 - acceptance, shared by all requests with the same drafter, per draft position j: a_j, the chance
   that draft j is accepted once drafts 1..j-1 were. Acceptance is not the paper's i.i.d. alpha
   (a draft that got one token right is likelier to get the next), so E(k) = 1 + sum over j <= k
@@ -23,7 +22,8 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable
 
-_COST_DECAY = 0.99  # per observation: costs drift slowly (load, sequence length)
+_MEAN_WEIGHT = 0.05  # of each call in its k's cost, once 20 were seen: costs drift (load, sequence length)
+_MAX_STEP = 0.2  # relative: a stall (another tenant, a GC pause) must not condemn a k
 _RATE_DECAY = 0.995  # per iteration: the shared acceptance rates follow the drafter's recent work
 _STREAM_DECAY = 0.9  # per iteration: a stream's acceptance follows the text being written
 _STREAM_PRIOR = 16.0  # pseudo-tests behind a stream's factor of 1: move it only on clear evidence
@@ -43,29 +43,38 @@ def expected_tokens(rates: list[float], k: int) -> float:
     return expected
 
 
-class LinearCost:
-    """seconds(k) = a + b * k by exponentially weighted least squares."""
+class CallCost:
+    """seconds(k) for one kind of call: a running mean at each k seen, and for a k not seen yet a
+    line through those means (each draft adding _PRIOR_RELATIVE_SLOPE while only one k is seen).
+
+    Not one line throughout: a CPU's verify cost jumps where its matrix kernels change shape (55,
+    61, 67, then 97 ms for blocks of 1, 2, 3 and 5 positions on the dev VM), and a line through all
+    of them misjudges every k, k = 0 included.
+    """
 
     def __init__(self) -> None:
-        self._w = self._sk = self._skk = self._st = self._skt = 0.0
-        self.ks_seen: set[int] = set()
+        self._mean: dict[int, float] = {}
+        self._count: dict[int, int] = {}
+
+    @property
+    def ks_seen(self) -> set[int]:
+        return set(self._mean)
 
     def observe(self, k: int, seconds: float) -> None:
-        self.ks_seen.add(k)
-        for name in ("_w", "_sk", "_skk", "_st", "_skt"):
-            setattr(self, name, getattr(self, name) * _COST_DECAY)
-        self._w += 1.0
-        self._sk += k
-        self._skk += k * k
-        self._st += seconds
-        self._skt += k * seconds
+        mean, n = self._mean.get(k, seconds), self._count.get(k, 0) + 1
+        # A plain mean at first, then one that follows drift; one stall moves it by at most _MAX_STEP.
+        step = min(max(seconds - mean, -_MAX_STEP * mean), _MAX_STEP * mean)
+        self._mean[k], self._count[k] = mean + max(1 / n, _MEAN_WEIGHT) * step, n
 
     def predict(self, k: int) -> float:
-        mean_k, mean_t = self._sk / self._w, self._st / self._w
-        variance = self._skk / self._w - mean_k**2
-        if variance > 1e-6:
-            slope = (self._skt / self._w - mean_k * mean_t) / variance
-        else:  # one k seen so far: assume a mild rise
+        if k in self._mean:
+            return self._mean[k]
+        ks, means = list(self._mean), list(self._mean.values())
+        mean_k, mean_t = sum(ks) / len(ks), sum(means) / len(means)
+        variance = sum((x - mean_k) ** 2 for x in ks)
+        if variance:
+            slope = sum((x - mean_k) * (t - mean_t) for x, t in zip(ks, means)) / variance
+        else:
             slope = _PRIOR_RELATIVE_SLOPE * mean_t / (1.0 + _PRIOR_RELATIVE_SLOPE * mean_k)
         return max(mean_t + max(slope, 0.0) * (k - mean_k), 1e-6)
 
@@ -102,7 +111,7 @@ class DrafterStats:
     """What one drafter's calls cost and how often its drafts are accepted, across requests."""
 
     def __init__(self, max_k: int) -> None:
-        self.draft = LinearCost()
+        self.draft = CallCost()
         self.acceptance = AcceptanceRates(max_k)
 
 
@@ -110,7 +119,7 @@ class CostModel:
     """Shared by all requests of one orchestrator."""
 
     def __init__(self, max_k: int = 64) -> None:
-        self.target = LinearCost()
+        self.target = CallCost()
         self._max_k = max_k
         self.drafters: dict[Hashable, DrafterStats] = {}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.adaptive_k import AcceptanceRates, AdaptiveK, CostModel, LinearCost, expected_tokens
+from orchestrator.adaptive_k import AcceptanceRates, AdaptiveK, CallCost, CostModel, expected_tokens
 
 
 def test_expected_tokens_is_the_papers_formula_for_one_alpha():
@@ -26,14 +26,26 @@ def test_acceptance_rates_are_measured_per_position():
     assert third == pytest.approx(second, abs=0.1)  # never tested: it leans on the position before
 
 
-def test_linear_cost_recovers_a_line_and_falls_back_to_a_mild_slope():
-    cost = LinearCost()
+def test_call_cost_keeps_each_k_and_draws_a_line_for_the_unseen():
+    cost = CallCost()
     cost.observe(2, 0.12)
     assert cost.predict(2) == pytest.approx(0.12)
     assert cost.predict(2) < cost.predict(6) < 0.12 * 2  # one k seen: a mild prior rise
     for k in (0, 1, 4, 8):
         cost.observe(k, 0.1 + 0.01 * k)
     assert cost.predict(10) == pytest.approx(0.2, rel=0.05)
+    cost.observe(4, 0.1 + 0.01 * 4)
+    assert cost.predict(3) == pytest.approx(0.13, rel=0.05)  # between its neighbours on the line
+
+
+def test_call_cost_follows_a_jump_in_k_and_shrugs_off_a_stall():
+    cost = CallCost()
+    for _ in range(30):  # a CPU: flat up to k = 2, then the kernel changes and the cost jumps
+        for k, seconds in ((0, 0.055), (1, 0.061), (2, 0.067), (4, 0.097)):
+            cost.observe(k, seconds)
+    assert [round(cost.predict(k), 3) for k in (0, 1, 2, 4)] == [0.055, 0.061, 0.067, 0.097]
+    cost.observe(1, 0.5)  # one call stalled
+    assert cost.predict(1) < 0.061 * 1.02
 
 
 def costs(target_slope: float, draft_per_token: float) -> CostModel:
