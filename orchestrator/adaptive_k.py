@@ -22,7 +22,8 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable
 
-_MEAN_WEIGHT = 0.05  # of each call in its k's cost, once 20 were seen: costs drift (load, sequence length)
+_SCALE_WEIGHT = 0.1  # of each call in the cost scale: the machine's speed drifts within seconds
+_SHAPE_WEIGHT = 0.05  # of each call in its k's relative cost, once 20 were seen
 _MAX_STEP = 0.2  # relative: a stall (another tenant, a GC pause) must not condemn a k
 _RATE_DECAY = 0.995  # per iteration: the shared acceptance rates follow the drafter's recent work
 _STREAM_DECAY = 0.9  # per iteration: a stream's acceptance follows the text being written
@@ -44,39 +45,55 @@ def expected_tokens(rates: list[float], k: int) -> float:
 
 
 class CallCost:
-    """seconds(k) for one kind of call: a running mean at each k seen, and for a k not seen yet a
-    line through those means (each draft adding _PRIOR_RELATIVE_SLOPE while only one k is seen).
+    """seconds(k) for one kind of call = scale * shape(k).
 
-    Not one line throughout: a CPU's verify cost jumps where its matrix kernels change shape (55,
-    61, 67, then 97 ms for blocks of 1, 2, 3 and 5 positions on the dev VM), and a line through all
-    of them misjudges every k, k = 0 included.
+    The machine's speed drifts (other tenants, sequence length) by more than the cost differs
+    between neighbouring k, and a k that is not chosen is not measured again; comparing raw means
+    taken at different times locks a stream into whichever k was last measured on a fast spell. So
+    every call moves the scale quickly, and each k's shape (its cost relative to the scale) is
+    learned slowly. A k not seen yet takes its shape from a line through the seen ones (each draft
+    adding _PRIOR_RELATIVE_SLOPE while only one k is seen). Not a line throughout: a CPU's verify
+    cost jumps where its matrix kernels change shape (55, 61, 67, then 97 ms for blocks of 1, 2, 3
+    and 5 positions on the dev VM).
     """
 
     def __init__(self) -> None:
-        self._mean: dict[int, float] = {}
+        self._scale = 0.0
+        self._shape: dict[int, float] = {}
         self._count: dict[int, int] = {}
 
     @property
     def ks_seen(self) -> set[int]:
-        return set(self._mean)
+        return set(self._shape)
 
     def observe(self, k: int, seconds: float) -> None:
-        mean, n = self._mean.get(k, seconds), self._count.get(k, 0) + 1
-        # A plain mean at first, then one that follows drift; one stall moves it by at most _MAX_STEP.
-        step = min(max(seconds - mean, -_MAX_STEP * mean), _MAX_STEP * mean)
-        self._mean[k], self._count[k] = mean + max(1 / n, _MEAN_WEIGHT) * step, n
+        if not self._shape:
+            self._scale = seconds
+        n = self._count.get(k, 0) + 1
+        shape = self._shape.get(k, seconds / self._scale)
+        # A plain mean at first, then a slow one.
+        self._shape[k], self._count[k] = _toward(shape, seconds / self._scale, max(1 / n, _SHAPE_WEIGHT)), n
+        self._scale = _toward(self._scale, seconds / self._shape[k], _SCALE_WEIGHT)
 
     def predict(self, k: int) -> float:
-        if k in self._mean:
-            return self._mean[k]
-        ks, means = list(self._mean), list(self._mean.values())
-        mean_k, mean_t = sum(ks) / len(ks), sum(means) / len(means)
+        return self._scale * self._shape_at(k)
+
+    def _shape_at(self, k: int) -> float:
+        if k in self._shape:
+            return self._shape[k]
+        ks, shapes = list(self._shape), list(self._shape.values())
+        mean_k, mean_s = sum(ks) / len(ks), sum(shapes) / len(shapes)
         variance = sum((x - mean_k) ** 2 for x in ks)
         if variance:
-            slope = sum((x - mean_k) * (t - mean_t) for x, t in zip(ks, means)) / variance
+            slope = sum((x - mean_k) * (s - mean_s) for x, s in zip(ks, shapes)) / variance
         else:
-            slope = _PRIOR_RELATIVE_SLOPE * mean_t / (1.0 + _PRIOR_RELATIVE_SLOPE * mean_k)
-        return max(mean_t + max(slope, 0.0) * (k - mean_k), 1e-6)
+            slope = _PRIOR_RELATIVE_SLOPE * mean_s / (1.0 + _PRIOR_RELATIVE_SLOPE * mean_k)
+        return max(mean_s + max(slope, 0.0) * (k - mean_k), 1e-3)
+
+
+def _toward(value: float, observed: float, weight: float) -> float:
+    """A running mean's step; one stall (a GC pause, another tenant) moves it by at most _MAX_STEP."""
+    return value + weight * min(max(observed - value, -_MAX_STEP * value), _MAX_STEP * value)
 
 
 class AcceptanceRates:

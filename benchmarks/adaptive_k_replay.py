@@ -1,0 +1,125 @@
+"""Adaptive k replayed offline: its choices against fixed k = 1, per prompt category, in seconds
+instead of the half hour `specdec bench` takes, so a change to orchestrator/adaptive_k.py can be
+judged over many noise draws before it is measured for real.
+
+Greedy speculative decoding is a function of where the draft's argmax agrees with the target's
+greedy answer, so `collect` records that per answer position for each prompt (teacher-forced, one
+forward pass per prompt and model). `replay` then runs the prompts in `specdec bench`'s order
+(every prompt, `--repeats` times) through the real AdaptiveK with one shared CostModel, charging
+each iteration measured costs: per-call milliseconds from `specdec bench` on the dev VM by default.
+The machine's drift is modelled as a speed factor per run, shared by the adaptive and the fixed
+run of the same prompt (the bench interleaves them), plus per-call jitter and rare stalls.
+
+    .venv/bin/python benchmarks/adaptive_k_replay.py collect --draft-model models/smollm2-135m-draft
+    .venv/bin/python benchmarks/adaptive_k_replay.py replay [--seeds 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+from pathlib import Path
+
+from orchestrator.adaptive_k import AdaptiveK, CostModel
+
+MAX_K = 8
+# ms per target call scoring k drafts (k + 1 positions) and per draft call of k tokens, RPC included
+TARGET_MS = (58.0, 61.0, 65.0, 80.0, 93.0, 100.0, 110.0, 121.0, 125.0)
+DRAFT_MS_FIXED, DRAFT_MS_PER_TOKEN = 2.8, 3.1
+ORCHESTRATION_MS = 0.4
+
+
+def collect(args: argparse.Namespace) -> None:
+    import torch
+
+    from specdec.distill_data import read_prompts, render
+    from specdec.distill_eval import agreement, target_greedy_answers
+    from specdec.models import load_model, load_tokenizer
+
+    torch.set_num_threads(args.threads)
+    tokenizer = load_tokenizer(args.target_model)
+    target = load_model(args.target_model).eval()
+    draft = load_model(args.draft_model).eval()
+    categories = [json.loads(line).get("category", "") for line in args.prompts.read_text().splitlines() if line.strip()]
+    prompt_ids = [render(tokenizer, prompt) for prompt in read_prompts(args.prompts)]
+    answers = target_greedy_answers(target, tokenizer, prompt_ids, args.max_new_tokens)
+    records = [{"category": category, "matches": agreement(draft, prompt, answer)}
+               for category, prompt, answer in zip(categories, prompt_ids, answers)]
+    args.matches.write_text(json.dumps(records))
+    print(f"wrote {args.matches}: {len(records)} prompts")
+
+
+def run_stream(matches: list[bool], chooser: AdaptiveK | None, speed: float, rng: random.Random) -> float:
+    """Tokens per second of one greedy generation; chooser None = fixed k = 1."""
+    position, ms = 0, 0.0
+    while position < len(matches):
+        limit = len(matches) - position - 1
+        k = chooser.choose(limit) if chooser else min(1, limit)
+        accepted = 0
+        while accepted < k and matches[position + accepted]:
+            accepted += 1
+        stall = 1.5 if rng.random() < 0.02 else 1.0
+        draft_ms = (DRAFT_MS_FIXED + DRAFT_MS_PER_TOKEN * k if k else 0.0) * speed * rng.uniform(0.9, 1.1) * stall
+        target_ms = TARGET_MS[k] * speed * rng.uniform(0.9, 1.1)
+        ms += draft_ms + target_ms + ORCHESTRATION_MS
+        if chooser:
+            chooser.observe(k, k, accepted, draft_ms / 1000, target_ms / 1000)
+        position += accepted + 1
+    return 1000 * len(matches) / ms
+
+
+def replay_once(records: list[dict], seed: int, adaptive: bool, repeats: int) -> list[float]:
+    costs = CostModel(max_k=MAX_K)
+    speeds = random.Random(seed)
+    result = []
+    for run, record in enumerate(record for _ in range(repeats) for record in records):
+        rng = random.Random(seed * 100_000 + run)  # the same draws for the adaptive and the fixed run
+        speed = speeds.uniform(0.85, 1.15) * rng.uniform(0.97, 1.03)
+        chooser = AdaptiveK(costs, ("model", True, 1.0), MAX_K) if adaptive else None
+        result.append(run_stream(record["matches"], chooser, speed, rng))
+    return result
+
+
+def replay(args: argparse.Namespace) -> None:
+    records = json.loads(args.matches.read_text())
+    categories = sorted({r["category"] for r in records})
+    runs_of = [r["category"] for _ in range(args.repeats) for r in records]
+    worst, mixed = [], []
+    for seed in range(args.seeds):
+        adaptive = replay_once(records, seed, True, args.repeats)
+        fixed = replay_once(records, seed, False, args.repeats)
+
+        def ratio(category: str | None) -> float:
+            pick = [i for i, c in enumerate(runs_of) if category in (None, c)]
+            return statistics.median(adaptive[i] for i in pick) / statistics.median(fixed[i] for i in pick)
+
+        worst.append(min((ratio(c), c) for c in categories))
+        mixed.append(ratio(None))
+    print(f"adaptive / fixed k=1 over {args.seeds} noise draws, {len(records)} prompts x {args.repeats} repeats")
+    print(f"mixed set: median {statistics.median(mixed):.3f}, min {min(mixed):.3f}")
+    print(f"worst category: median {statistics.median(w for w, _ in worst):.3f}, min {min(worst)[0]:.3f} ({min(worst)[1]}); "
+          f"draws with a category under 0.95: {sum(w < 0.95 for w, _ in worst)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    gather = commands.add_parser("collect", help="record where the draft agrees with the target's greedy answers")
+    gather.add_argument("--prompts", type=Path, default=Path(__file__).parent / "dev.jsonl")
+    gather.add_argument("--target-model", default="default")
+    gather.add_argument("--draft-model", required=True)
+    gather.add_argument("--max-new-tokens", type=int, default=64)
+    gather.add_argument("--threads", type=int, default=2)
+    again = commands.add_parser("replay", help="run adaptive k and fixed k=1 over the recorded agreement")
+    again.add_argument("--seeds", type=int, default=30)
+    again.add_argument("--repeats", type=int, default=2)
+    for command in (gather, again):
+        command.add_argument("--matches", type=Path, default=Path("bench-results/matches.json"))
+    args = parser.parse_args()
+    {"collect": collect, "replay": replay}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
