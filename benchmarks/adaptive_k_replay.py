@@ -29,6 +29,7 @@ MAX_K = 8
 TARGET_MS = (58.0, 61.0, 65.0, 80.0, 93.0, 100.0, 110.0, 121.0, 125.0)
 DRAFT_MS_FIXED, DRAFT_MS_PER_TOKEN = 2.8, 3.1
 ORCHESTRATION_MS = 0.4
+PREFILL_FACTOR = 5.0  # a first call, prompt included, against a decode step
 
 
 def collect(args: argparse.Namespace) -> None:
@@ -54,6 +55,7 @@ def collect(args: argparse.Namespace) -> None:
 def run_stream(matches: list[bool], chooser: AdaptiveK | None, speed: float, rng: random.Random) -> float:
     """Tokens per second of one greedy generation; chooser None = fixed k = 1."""
     position, ms = 0, 0.0
+    target_prefill = draft_prefill = PREFILL_FACTOR  # a service's first call also prefills the prompt
     while position < len(matches):
         limit = len(matches) - position - 1
         k = chooser.choose(limit) if chooser else min(1, limit)
@@ -62,7 +64,11 @@ def run_stream(matches: list[bool], chooser: AdaptiveK | None, speed: float, rng
             accepted += 1
         stall = 1.5 if rng.random() < 0.02 else 1.0
         draft_ms = (DRAFT_MS_FIXED + DRAFT_MS_PER_TOKEN * k if k else 0.0) * speed * rng.uniform(0.9, 1.1) * stall
-        target_ms = TARGET_MS[k] * speed * rng.uniform(0.9, 1.1)
+        target_ms = TARGET_MS[k] * speed * rng.uniform(0.9, 1.1) * target_prefill
+        if k:
+            draft_ms *= draft_prefill
+            draft_prefill = 1.0
+        target_prefill = 1.0
         ms += draft_ms + target_ms + ORCHESTRATION_MS
         if chooser:
             chooser.observe(k, k, accepted, draft_ms / 1000, target_ms / 1000)

@@ -152,6 +152,7 @@ class AdaptiveK:
         self._drafter = costs.drafter(drafter)
         self._max_k = max_k
         self._accepted = self._expected = 0.0  # this stream's accepted drafts, and the shared rates' forecast
+        self._target_prefilled = self._draft_prefilled = False
 
     @property
     def factor(self) -> float:
@@ -181,6 +182,10 @@ class AdaptiveK:
         self._accepted = _STREAM_DECAY * self._accepted + accepted
         self._expected = _STREAM_DECAY * self._expected + sum(shared[:tested])
         self._drafter.acceptance.observe(drafted, accepted)
-        if k:
+        # A stream's first call to each service also prefills the prompt: it says nothing about k.
+        if k and self._draft_prefilled:
             self._drafter.draft.observe(k, draft_seconds)
-        self._costs.target.observe(drafted, target_seconds)
+        if self._target_prefilled:
+            self._costs.target.observe(drafted, target_seconds)
+        self._draft_prefilled |= k > 0
+        self._target_prefilled = True

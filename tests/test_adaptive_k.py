@@ -101,15 +101,17 @@ def test_a_drafter_every_stream_gave_up_on_is_retried():
     assert 100 < retried_after < 5000
 
 
-def test_a_new_drafter_is_probed_at_two_k_values_first():
+def test_a_new_drafter_is_probed_at_two_k_values_first_after_the_prefill():
     model = CostModel()
     chooser = AdaptiveK(model, "model", max_k=8)
-    first = chooser.choose(limit=100)
-    chooser.observe(first, first, 0, 0.004 * first, 0.06)
-    second = chooser.choose(limit=100)
-    chooser.observe(second, second, 1, 0.004 * second, 0.07)
-    assert (first, second) == (1, 3)
+    ks = []
+    for draft_s, target_s in ((0.05, 0.6), (None, 0.06), (None, 0.07)):  # the first call also prefills
+        k = chooser.choose(limit=100)
+        chooser.observe(k, k, 0, draft_s or 0.004 * k, target_s)
+        ks.append(k)
+    assert ks == [1, 1, 3]  # the prefill measured nothing, so k = 1 is probed again
     assert model.drafter("model").draft.predict(5) == pytest.approx(0.02)  # the line through both probes
+    assert model.target.predict(1) == pytest.approx(0.06)
 
 
 def test_call_cost_compares_k_values_measured_at_different_speeds():
