@@ -16,6 +16,7 @@ from orchestrator import metrics
 from orchestrator.adaptive_k import CostModel
 from orchestrator.clients import DraftClient, TargetClient
 from orchestrator.loop import LoopStats, SpeculativeLoop
+from orchestrator.read_ahead import read_ahead
 from orchestrator.request import GenerationConfig, ServerDefaults, parse_request
 from orchestrator.text_stream import TextStream
 from specdec.models import tokenizer_fingerprint
@@ -106,7 +107,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         try:
             with tracer.start_as_current_span(f"text_completion {info.model}", attributes=attributes), \
                     metrics.ACTIVE_REQUESTS.track_inprogress():
-                async for chunk in self._stream(config, session_id):
+                async for chunk in read_ahead(self._stream(config, session_id)):
                     yield chunk
         finally:
             # Ending a session is a hint: caches are bounded and evict on their own.
