@@ -49,7 +49,7 @@ class CallCost:
 
     The machine's speed drifts (other tenants, sequence length) by more than the cost differs
     between neighbouring k, and a k that is not chosen is not measured again; comparing raw means
-    taken at different times locks a stream into whichever k was last measured on a fast spell. So
+    taken at different times locks adaptive k into whichever k was last measured on a fast spell. So
     every call moves the scale quickly, and each k's shape (its cost relative to the scale) is
     learned slowly. A k not seen yet takes its shape from a line through the seen ones (each draft
     adding _PRIOR_RELATIVE_SLOPE while only one k is seen). Not a line throughout: a CPU's verify
