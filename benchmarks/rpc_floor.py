@@ -9,6 +9,10 @@ the server's event loop (as the services run decode steps) and on its worker thr
 prefills). A call that follows tens of milliseconds of idling pays for waking the threads on both
 ends.
 
+A second table sends the same messages, with the work on the event loop, one each way on a
+bidirectional stream that stays open (a method only this stand-in serves): what a per-session
+stream to each service would cost in place of a unary call per step.
+
     .venv/bin/python benchmarks/rpc_floor.py [--calls 60]
 """
 
@@ -39,22 +43,60 @@ class SleepingTarget(target_pb2_grpc.TargetServicer):
         probs = common_pb2.ProbRows(num_rows=1, vocab_size=1)
         return target_pb2.ScoreResponse(num_accepted=0, probs=probs, compute_seconds=seconds)
 
+    async def score_stream(self, requests, context: grpc.aio.ServicerContext):
+        async for request in requests:
+            yield await self.Score(request, context)
 
-async def overheads_ms(address: str, work_s: float, new_tokens: int, calls: int) -> list[float]:
+    def register(self, server: grpc.aio.Server) -> None:
+        target_pb2_grpc.add_TargetServicer_to_server(self, server)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("floor.Floor", {
+            "ScoreStream": grpc.stream_stream_rpc_method_handler(
+                self.score_stream, request_deserializer=target_pb2.ScoreRequest.FromString,
+                response_serializer=target_pb2.ScoreResponse.SerializeToString,
+            ),
+        }),))
+
+
+def score_request(work_s: float, new_tokens: int) -> target_pb2.ScoreRequest:
     # The work rides in `uniforms` and the new tokens (which pick the thread) in the drafts, so one
     # server serves every case.
-    request = target_pb2.ScoreRequest(
+    return target_pb2.ScoreRequest(
         session_id="floor", token_ids=list(range(200)), draft_token_ids=[0] * new_tokens, uniforms=[work_s]
     )
+
+
+async def overheads_ms(address: str, work_s: float, new_tokens: int, calls: int, streaming: bool) -> list[float]:
+    request = score_request(work_s, new_tokens)
     async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
         stub = target_pb2_grpc.TargetStub(channel)
+        stream = channel.stream_stream(
+            "/floor.Floor/ScoreStream", request_serializer=target_pb2.ScoreRequest.SerializeToString,
+            response_deserializer=target_pb2.ScoreResponse.FromString,
+        )() if streaming else None
         result = []
         for i in range(calls + 5):  # the first few warm the connection up
             started = time.perf_counter()
-            reply = await stub.Score(request, timeout=30)
+            if stream is not None:
+                await stream.write(request)
+                reply = await stream.read()
+            else:
+                reply = await stub.Score(request, timeout=30)
             if i >= 5:
                 result.append(1000 * (time.perf_counter() - started - reply.compute_seconds))
+        if stream is not None:
+            await stream.done_writing()
         return result
+
+
+def table(address: str, calls: int, header: str, cases: list[tuple[int, bool]]) -> None:
+    """One row per amount of work, one column per (new tokens, streaming) case."""
+    print(header)
+    for work_ms in WORK_MS:
+        cells = []
+        for new_tokens, streaming in cases:
+            ms = sorted(asyncio.run(overheads_ms(address, work_ms / 1000, new_tokens, calls, streaming)))
+            cells.append(f"{statistics.median(ms):.2f} ({ms[len(ms) // 10]:.2f}–{ms[len(ms) * 9 // 10]:.2f})")
+        print(f"{work_ms:5.0f} ms    | " + " | ".join(f"{cell:22}" for cell in cells))
 
 
 def main() -> None:
@@ -63,22 +105,20 @@ def main() -> None:
     parser.add_argument("--serve-port", type=int, help=argparse.SUPPRESS)  # the server process
     args = parser.parse_args()
     if args.serve_port:
-        spec = ServerSpec(lambda server: target_pb2_grpc.add_TargetServicer_to_server(SleepingTarget(), server),
-                          [target_pb2.DESCRIPTOR.services_by_name["Target"].full_name])
+        spec = ServerSpec(SleepingTarget().register, [target_pb2.DESCRIPTOR.services_by_name["Target"].full_name])
         asyncio.run(serve(spec, host="127.0.0.1", port=args.serve_port))
         return
     port = free_port()
     server = subprocess.Popen([sys.executable, __file__, "--serve-port", str(port)])
     try:
         wait_healthy("stand-in target", f"127.0.0.1:{port}", server, timeout_s=60)
+        address = f"127.0.0.1:{port}"
         print("server work | per-call overhead, ms: median (p10–p90)")
-        print("            | work on the event loop | work on the worker thread")
-        for work_ms in WORK_MS:
-            cells = []
-            for new_tokens in (0, ModelWorker.INLINE_TOKENS + 1):
-                ms = sorted(asyncio.run(overheads_ms(f"127.0.0.1:{port}", work_ms / 1000, new_tokens, args.calls)))
-                cells.append(f"{statistics.median(ms):.2f} ({ms[len(ms) // 10]:.2f}–{ms[len(ms) * 9 // 10]:.2f})")
-            print(f"{work_ms:5.0f} ms    | " + " | ".join(f"{cell:22}" for cell in cells))
+        table(address, args.calls, "            | work on the event loop | work on the worker thread",
+              [(0, False), (ModelWorker.INLINE_TOKENS + 1, False)])
+        print()
+        table(address, args.calls, "            | a unary call each time | a message on an open stream",
+              [(0, False), (0, True)])
     finally:
         server.terminate()
         server.wait()
