@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import grpc
 
 from draft_service.drafter import propose_with_model, propose_with_ngram
 from specdec import metrics
 from specdec.hosted_model import HostedModel
-from specdec.serving import FailedPrecondition, ModelWorker, map_errors, timed
+from specdec.serving import FailedPrecondition, ModelWorker, answer_each, map_errors, timed
 from specdec.v1 import common_pb2, draft_pb2, draft_pb2_grpc
 from specdec.validation import check_tokens, sampling_from_proto
 from specdec.wire import encode_rows
@@ -22,6 +24,16 @@ class DraftServicer(draft_pb2_grpc.DraftServicer):
 
     @map_errors
     async def Propose(self, request: draft_pb2.ProposeRequest, context: grpc.aio.ServicerContext):
+        return await self._propose(request)
+
+    @map_errors
+    async def ProposeStream(
+        self, requests: AsyncIterator[draft_pb2.ProposeStreamRequest], context: grpc.aio.ServicerContext
+    ):
+        async for reply in answer_each(requests, self._propose, "specdec.propose"):
+            yield draft_pb2.ProposeStreamResponse(response=reply)
+
+    async def _propose(self, request: draft_pb2.ProposeRequest) -> draft_pb2.ProposeResponse:
         params = sampling_from_proto(request.sampling)
         k = request.num_tokens
         if request.method == draft_pb2.DRAFT_METHOD_MODEL:
@@ -36,14 +48,13 @@ class DraftServicer(draft_pb2_grpc.DraftServicer):
             proposal, seconds = await self._worker.run(
                 lm.uncached_len(session_id, tokens), propose_with_model, lm, session_id, tokens, k, params, request.seed
             )
-            metrics.observe_cache(self._model.lm)
         else:  # DRAFT_METHOD_NGRAM, and the default
             tokens = check_tokens(request.token_ids, num_new=k, max_new=NGRAM_MAX_K, vocab_size=0, max_context=2**31 - 1)
             proposal, seconds = timed(propose_with_ngram, tokens, k)
         # Greedy q is one-hot at each proposed token: the tokens say it all.
         rows = None if params.greedy else encode_rows(proposal.q)
         reply = draft_pb2.ProposeResponse(token_ids=proposal.token_ids, probs=rows, compute_seconds=seconds)
-        metrics.MODEL_CALL_SECONDS.labels(method="Propose").observe(reply.compute_seconds)
+        metrics.record_model_call_soon("Propose", seconds, self._model.lm if self._model else None)
         return reply
 
     async def EndSession(self, request: draft_pb2.DraftEndSessionRequest, context: grpc.aio.ServicerContext):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Generic, TypeVar
 
 import grpc
 import torch
@@ -31,6 +33,75 @@ class CallMeter:
     wire_bytes: int = 0
 
 
+Request = TypeVar("Request")
+Reply = TypeVar("Reply")
+
+
+class SessionStreams(Generic[Request, Reply]):
+    """Calls a bidirectional streaming method as if it were unary, on one stream per session that
+    stays open between the session's calls: each request gets one reply, in order.
+
+    A message on an open stream costs less than a unary call (benchmarks/rpc_floor.py: 0.4-0.7 ms
+    less per step on a 2-vCPU VM), and the stream keeps a session on the replica that holds its
+    prefix cache. Requests are self-describing, so when a stream opened before the call fails (its
+    replica went away, its connection aged out) the request goes again on a fresh stream, to any
+    replica; a fresh stream's failure is the answer. A reply that misses the deadline ends the
+    stream, which would otherwise hand that late reply to the next request.
+
+    A stream is traced as one call, in the trace context current where it opens: open() it where
+    the session starts.
+    """
+
+    def __init__(self, method: grpc.aio.StreamStreamMultiCallable, timeout_s: float) -> None:
+        self._method = method
+        self._timeout_s = timeout_s
+        self._calls: dict[str, grpc.aio.StreamStreamCall] = {}
+
+    def open(self, session_id: str) -> None:
+        if session_id not in self._calls:
+            self._calls[session_id] = self._method()
+
+    async def call(self, session_id: str, request: Request) -> Reply:
+        while True:
+            reused = session_id in self._calls
+            self.open(session_id)
+            try:
+                reply = await asyncio.wait_for(_exchange(self._calls[session_id], request), self._timeout_s)
+            except asyncio.TimeoutError:
+                self._drop(session_id)
+                raise grpc.aio.AioRpcError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED, details=f"no reply within {self._timeout_s:g} s"
+                ) from None
+            except grpc.aio.AioRpcError:
+                self._drop(session_id)
+                if reused:
+                    continue
+                raise
+            if reply is grpc.aio.EOF:  # the server ended the stream without answering (shutting down)
+                self._drop(session_id)
+                if reused:
+                    continue
+                raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, details="the stream ended without a reply")
+            return reply
+
+    async def close(self, session_id: str) -> None:
+        """Ends the session's stream, if it has one, as a finished call (not a cancelled one)."""
+        call = self._calls.pop(session_id, None)
+        if call is not None:
+            await call.done_writing()
+
+    def _drop(self, session_id: str) -> None:
+        self._calls.pop(session_id).cancel()
+
+
+async def _exchange(call: grpc.aio.StreamStreamCall, request: Request) -> Reply:
+    try:
+        await call.write(request)
+        return await call.read()
+    except asyncio.InvalidStateError:  # an intercepted call (tracing on) that has ended says only this
+        raise grpc.aio.AioRpcError(await call.code(), details=await call.details()) from None
+
+
 @dataclass
 class _Upstream:
     channel: grpc.aio.Channel
@@ -43,6 +114,10 @@ class DraftClient(_Upstream):
     def _stub(self) -> draft_pb2_grpc.DraftStub:
         return draft_pb2_grpc.DraftStub(self.channel)
 
+    @cached_property
+    def _streams(self) -> SessionStreams[draft_pb2.ProposeStreamRequest, draft_pb2.ProposeStreamResponse]:
+        return SessionStreams(self._stub.ProposeStream, self.timeout_s)
+
     async def fetch_info(self) -> common_pb2.ModelInfo:
         # No deadline: wait for the service to come up (health says NOT_SERVING meanwhile).
         reply = await self._stub.GetModelInfo(draft_pb2.DraftGetModelInfoRequest(), wait_for_ready=True)
@@ -54,18 +129,25 @@ class DraftClient(_Upstream):
         vocab_size: int, meter: CallMeter,
     ) -> Proposal:
         """Greedy proposals come without rows: q is one-hot at each x_i and nothing reads it."""
-        request = draft_pb2.ProposeRequest(
+        message = draft_pb2.ProposeStreamRequest(request=draft_pb2.ProposeRequest(
             session_id=session_id, token_ids=token_ids, num_tokens=k, sampling=sampling_to_proto(params),
             seed=seed, method=DRAFT_METHODS[method],
-        )
+        ))
         started = time.perf_counter()
-        reply = await self._stub.Propose(request, timeout=self.timeout_s)
+        reply_message = await self._streams.call(session_id, message)
         meter.draft_seconds += time.perf_counter() - started
+        reply = reply_message.response
         meter.draft_compute_seconds += reply.compute_seconds
-        meter.wire_bytes += request.ByteSize() + reply.ByteSize()
+        meter.wire_bytes += message.ByteSize() + reply_message.ByteSize()
         return Proposal(list(reply.token_ids), None if params.greedy else decode_rows(reply.probs, vocab_size))
 
+    def start_session(self, session_id: str) -> None:
+        """Opens the stream the session's calls go on (also opened on the first call if not)."""
+        self._streams.open(session_id)
+
     async def end_session(self, session_id: str) -> None:
+        """Closes the session's stream and tells the service its cache may go."""
+        await self._streams.close(session_id)
         await self._stub.EndSession(draft_pb2.DraftEndSessionRequest(session_id=session_id), timeout=self.timeout_s)
 
 
@@ -73,6 +155,10 @@ class TargetClient(_Upstream):
     @cached_property
     def _stub(self) -> target_pb2_grpc.TargetStub:
         return target_pb2_grpc.TargetStub(self.channel)
+
+    @cached_property
+    def _streams(self) -> SessionStreams[target_pb2.ScoreStreamRequest, target_pb2.ScoreStreamResponse]:
+        return SessionStreams(self._stub.ScoreStream, self.timeout_s)
 
     async def fetch_info(self) -> common_pb2.ModelInfo:
         # No deadline: wait for the service to come up (health says NOT_SERVING meanwhile).
@@ -91,18 +177,25 @@ class TargetClient(_Upstream):
         meter: CallMeter,
     ) -> tuple[int, common_pb2.ProbRows]:
         """(n accepted drafts, p_{n+1} as it came over the wire: decode it only if the step needs the row)."""
-        request = target_pb2.ScoreRequest(
+        message = target_pb2.ScoreStreamRequest(request=target_pb2.ScoreRequest(
             session_id=session_id, token_ids=token_ids, draft_token_ids=draft_token_ids,
             sampling=sampling_to_proto(params), draft_token_probs=q_x.tolist(), uniforms=u.tolist(),
-        )
+        ))
         started = time.perf_counter()
-        reply = await self._stub.Score(request, timeout=self.timeout_s)
+        reply_message = await self._streams.call(session_id, message)
         meter.target_seconds += time.perf_counter() - started
+        reply = reply_message.response
         meter.target_compute_seconds += reply.compute_seconds
-        meter.wire_bytes += request.ByteSize() + reply.ByteSize()
+        meter.wire_bytes += message.ByteSize() + reply_message.ByteSize()
         return reply.num_accepted, reply.probs
 
+    def start_session(self, session_id: str) -> None:
+        """Opens the stream the session's calls go on (also opened on the first call if not)."""
+        self._streams.open(session_id)
+
     async def end_session(self, session_id: str) -> None:
+        """Closes the session's stream and tells the service its cache may go."""
+        await self._streams.close(session_id)
         await self._stub.EndSession(target_pb2.TargetEndSessionRequest(session_id=session_id), timeout=self.timeout_s)
 
 

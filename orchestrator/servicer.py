@@ -110,8 +110,9 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
                 async for chunk in read_ahead(self._stream(config, session_id)):
                     yield chunk
         finally:
-            # Ending a session is a hint: caches are bounded and evict on their own.
-            asyncio.ensure_future(self._end_session(session_id, config.draft == "model"))
+            # Closes the session's upstream streams. Freeing its caches is a hint: they are bounded
+            # and evict on their own.
+            asyncio.ensure_future(self._end_session(session_id, config.draft != "none"))
 
     async def _stream(self, config: GenerationConfig, session_id: str):
         started = time.perf_counter()
@@ -121,6 +122,10 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         eos_id = self._tokenizer.eos_token_id
         generated = 0
         finish_reason = ""
+        # Opened here, the upstream streams are traced as children of the request's span.
+        self._target.start_session(session_id)
+        if config.draft != "none":
+            self._draft.start_session(session_id)
         iterations = SpeculativeLoop(config, session_id, self._draft, self._target, stats, self._costs).tokens()
         async with contextlib.aclosing(iterations):
             async for tokens in iterations:
@@ -157,9 +162,9 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         chunk.stats.CopyFrom(_stats_message(config, stats, draft_model, generated, elapsed, first_token_s))
         yield chunk
 
-    async def _end_session(self, session_id: str, used_draft_model: bool) -> None:
+    async def _end_session(self, session_id: str, used_draft: bool) -> None:
         calls = [self._target.end_session(session_id)]
-        if used_draft_model:
+        if used_draft:
             calls.append(self._draft.end_session(session_id))
         results = await asyncio.gather(*calls, return_exceptions=True)
         for result in results:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import Gauge, Histogram
 
 from specdec.cached_lm import CachedLM
@@ -17,3 +19,14 @@ CACHE_BYTES = Gauge("specdec_kv_cache_bytes", "Bytes of keys and values held in 
 def observe_cache(lm: CachedLM) -> None:
     ACTIVE_SESSIONS.set(lm.num_sessions)
     CACHE_BYTES.set(lm.cached_bytes)
+
+
+def record_model_call_soon(method: str, seconds: float, lm: CachedLM | None) -> None:
+    """Records a Propose or Score call once the event loop is free: after its reply is on the way."""
+
+    def record() -> None:
+        MODEL_CALL_SECONDS.labels(method=method).observe(seconds)
+        if lm is not None:
+            observe_cache(lm)
+
+    asyncio.get_running_loop().call_soon(record)

@@ -10,7 +10,7 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -18,10 +18,12 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry import trace
 
 from specdec import telemetry
 
 log = logging.getLogger("specdec")
+_tracer = trace.get_tracer("specdec.serving")
 
 # One float32 vocabulary row is 0.2 MB for a 49k vocabulary and 0.5 MB for a 128k one; a call
 # carries at most max_k + 1 rows (17 at the default max_k of 16), and the wire format sends greedy
@@ -66,7 +68,7 @@ Method = TypeVar("Method", bound=Callable[..., Any])
 def map_errors(method: Method) -> Method:
     """Maps InvalidArgument / FailedPrecondition / Unavailable from a servicer method to gRPC statuses.
 
-    Works for unary methods (coroutines) and server-streaming ones (async generators).
+    Works for unary methods (coroutines) and streaming ones (async generators).
     """
     if inspect.isasyncgenfunction(method):
 
@@ -91,6 +93,22 @@ def map_errors(method: Method) -> Method:
 
 
 T = TypeVar("T")
+
+
+async def answer_each(
+    requests: AsyncIterator[Any], answer: Callable[[Any], Awaitable[T]], span_name: str
+) -> AsyncIterator[T]:
+    """A bidirectional stream's replies: answer(message.request) for each message, in order.
+
+    gRPC traces the whole stream as one span; each step gets a span of its own inside it.
+    """
+    async for message in requests:
+        with _tracer.start_as_current_span(span_name) as span:
+            reply = await answer(message.request)
+            span.set_attributes(
+                {"specdec.session_id": message.request.session_id, "specdec.compute_seconds": reply.compute_seconds}
+            )
+        yield reply
 
 
 def timed(fn: Callable[..., T], *args: Any) -> tuple[T, float]:

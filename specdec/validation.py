@@ -51,8 +51,10 @@ def check_tokens(
         raise InvalidArgument(
             f"{len(token_ids)} tokens + {num_new} more exceed the model's context of {max_context} tokens"
         )
-    ids = [*token_ids, *draft_ids]
-    low, high = min(ids), max(ids)
+    tokens = list(token_ids)  # one pass over the protobuf container: this runs on every step
+    low, high = min(tokens), max(tokens)
+    if draft_ids:
+        low, high = min(low, min(draft_ids)), max(high, max(draft_ids))
     if vocab_size and not 0 <= low <= high < vocab_size:
         raise InvalidArgument(f"token ids must be in [0, {vocab_size}); got {low}..{high}")
-    return list(token_ids)
+    return tokens

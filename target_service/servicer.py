@@ -3,6 +3,7 @@ accept test, so one row of p travels back instead of k+1."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
@@ -12,7 +13,7 @@ from specdec import metrics
 from specdec.cached_lm import CachedLM
 from specdec.hosted_model import HostedModel
 from specdec.sampling import SamplingParams, target_distribution
-from specdec.serving import InvalidArgument, ModelWorker, map_errors
+from specdec.serving import InvalidArgument, ModelWorker, answer_each, map_errors
 from specdec.speculative import count_accepted
 from specdec.v1 import target_pb2, target_pb2_grpc
 from specdec.validation import check_tokens, sampling_from_proto
@@ -48,6 +49,16 @@ class TargetServicer(target_pb2_grpc.TargetServicer):
 
     @map_errors
     async def Score(self, request: target_pb2.ScoreRequest, context: grpc.aio.ServicerContext):
+        return await self._score(request)
+
+    @map_errors
+    async def ScoreStream(
+        self, requests: AsyncIterator[target_pb2.ScoreStreamRequest], context: grpc.aio.ServicerContext
+    ):
+        async for reply in answer_each(requests, self._score, "specdec.score"):
+            yield target_pb2.ScoreStreamResponse(response=reply)
+
+    async def _score(self, request: target_pb2.ScoreRequest) -> target_pb2.ScoreResponse:
         params = sampling_from_proto(request.sampling)
         info = self._model.info
         drafts = list(request.draft_token_ids)
@@ -67,8 +78,7 @@ class TargetServicer(target_pb2_grpc.TargetServicer):
         reply = target_pb2.ScoreResponse(
             num_accepted=verdict.num_accepted, probs=encode_rows(verdict.p_next[None]), compute_seconds=seconds
         )
-        metrics.MODEL_CALL_SECONDS.labels(method="Score").observe(reply.compute_seconds)
-        metrics.observe_cache(self._model.lm)
+        metrics.record_model_call_soon("Score", seconds, self._model.lm)
         return reply
 
     async def EndSession(self, request: target_pb2.TargetEndSessionRequest, context: grpc.aio.ServicerContext):

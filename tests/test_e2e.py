@@ -86,6 +86,40 @@ def test_target_refuses_sampling_without_the_accept_test_inputs(stack):
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "uniforms" in error.value.details()
 
 
+def test_the_stream_methods_answer_each_request_as_the_unary_ones_do(stack):
+    """A session's steps on one open stream: a reply per request, in order, equal to the unary
+    reply but for compute_seconds; a bad request ends the stream with INVALID_ARGUMENT."""
+    sequences = [[1, 2, 3], [1, 2, 3, 4], [5, 6]]  # growing, then another prefix (the cache drops the rest)
+    proposals = [
+        draft_pb2.ProposeRequest(session_id="st", token_ids=ids, num_tokens=2, method=draft_pb2.DRAFT_METHOD_MODEL)
+        for ids in sequences
+    ]
+    scores = [target_pb2.ScoreRequest(session_id="st", token_ids=ids, draft_token_ids=[6, 7]) for ids in sequences]
+    bad = target_pb2.ScoreRequest(session_id="st", token_ids=[1, 999])
+
+    def without_timing(reply):
+        reply.compute_seconds = 0
+        return reply
+
+    with grpc.insecure_channel(stack.draft_address) as draft, grpc.insecure_channel(stack.target_address) as target:
+        draft_stub, target_stub = draft_pb2_grpc.DraftStub(draft), target_pb2_grpc.TargetStub(target)
+        streamed_proposals = draft_stub.ProposeStream(draft_pb2.ProposeStreamRequest(request=r) for r in proposals)
+        assert [without_timing(m.response) for m in streamed_proposals] == [
+            without_timing(draft_stub.Propose(r, timeout=10)) for r in proposals
+        ]
+        streamed_scores = target_stub.ScoreStream(target_pb2.ScoreStreamRequest(request=r) for r in scores)
+        assert [without_timing(m.response) for m in streamed_scores] == [
+            without_timing(target_stub.Score(r, timeout=10)) for r in scores
+        ]
+        replies = target_stub.ScoreStream(
+            target_pb2.ScoreStreamRequest(request=r) for r in [scores[0], bad, scores[1]]
+        )
+        assert next(replies).response.num_accepted == target_stub.Score(scores[0], timeout=10).num_accepted
+        with pytest.raises(grpc.RpcError) as error:
+            next(replies)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "999" in error.value.details()
+
+
 def test_draft_sends_q_rows_only_when_sampling(stack):
     def propose(temperature: float) -> draft_pb2.ProposeResponse:
         request = draft_pb2.ProposeRequest(

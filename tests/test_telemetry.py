@@ -84,12 +84,18 @@ def test_one_trace_spans_the_three_servers(exporter, tiny_target, tiny_draft):
     assert all(parent(s) is completion for s in iterations)
     assert sum(s.attributes["specdec.accepted_tokens"] for s in iterations) == chunks[-1].stats.accepted_tokens
 
-    for method in ("/specdec.v1.Draft/Propose", "/specdec.v1.Target/Score"):
-        clients = [s for s in request_spans if s.name == method and s.kind == trace.SpanKind.CLIENT]
-        servers = [s for s in request_spans if s.name == method and s.kind == trace.SpanKind.SERVER]
-        assert clients and len(servers) == len(clients)
-        assert all(parent(s) in iterations for s in clients)
-        assert {parent(s).context.span_id for s in servers} == {s.context.span_id for s in clients}
+    # Each upstream stream is one call in the request's span; each step is a span within its server span.
+    steps = {}
+    for method, step in (("/specdec.v1.Draft/ProposeStream", "specdec.propose"),
+                         ("/specdec.v1.Target/ScoreStream", "specdec.score")):
+        [client] = [s for s in request_spans if s.name == method and s.kind == trace.SpanKind.CLIENT]
+        [server] = [s for s in request_spans if s.name == method and s.kind == trace.SpanKind.SERVER]
+        assert parent(client) is completion and parent(server) is client
+        steps[step] = [s for s in request_spans if s.name == step]
+        assert steps[step] and all(parent(s) is server for s in steps[step])
+        assert all(s.attributes["specdec.compute_seconds"] > 0 for s in steps[step])
+    assert len(steps["specdec.score"]) == chunks[-1].stats.target_calls
+    assert len(steps["specdec.propose"]) <= len(iterations)
 
 
 def test_tracing_is_requested_only_by_the_environment(monkeypatch):

@@ -43,6 +43,18 @@ class ProposeResponse(_message.Message):
     compute_seconds: float
     def __init__(self, token_ids: _Optional[_Iterable[int]] = ..., probs: _Optional[_Union[_common_pb2.ProbRows, _Mapping]] = ..., compute_seconds: _Optional[float] = ...) -> None: ...
 
+class ProposeStreamRequest(_message.Message):
+    __slots__ = ("request",)
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    request: ProposeRequest
+    def __init__(self, request: _Optional[_Union[ProposeRequest, _Mapping]] = ...) -> None: ...
+
+class ProposeStreamResponse(_message.Message):
+    __slots__ = ("response",)
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    response: ProposeResponse
+    def __init__(self, response: _Optional[_Union[ProposeResponse, _Mapping]] = ...) -> None: ...
+
 class DraftEndSessionRequest(_message.Message):
     __slots__ = ("session_id",)
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]

@@ -40,6 +40,11 @@ class DraftStub:
                 request_serializer=specdec_dot_v1_dot_draft__pb2.ProposeRequest.SerializeToString,
                 response_deserializer=specdec_dot_v1_dot_draft__pb2.ProposeResponse.FromString,
                 _registered_method=True)
+        self.ProposeStream = channel.stream_stream(
+                '/specdec.v1.Draft/ProposeStream',
+                request_serializer=specdec_dot_v1_dot_draft__pb2.ProposeStreamRequest.SerializeToString,
+                response_deserializer=specdec_dot_v1_dot_draft__pb2.ProposeStreamResponse.FromString,
+                _registered_method=True)
         self.EndSession = channel.unary_unary(
                 '/specdec.v1.Draft/EndSession',
                 request_serializer=specdec_dot_v1_dot_draft__pb2.DraftEndSessionRequest.SerializeToString,
@@ -58,6 +63,16 @@ class DraftServicer:
 
     def Propose(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ProposeStream(self, request_iterator, context):
+        """Propose, for one session, on a stream the caller keeps open: one response per request, in
+        order. Requests stay self-describing, so a broken stream is reopened and the request resent
+        (on any replica). The stream spares each step a call's set-up and keeps the session on the
+        replica that holds its cache.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -82,6 +97,11 @@ def add_DraftServicer_to_server(servicer, server):
                     servicer.Propose,
                     request_deserializer=specdec_dot_v1_dot_draft__pb2.ProposeRequest.FromString,
                     response_serializer=specdec_dot_v1_dot_draft__pb2.ProposeResponse.SerializeToString,
+            ),
+            'ProposeStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ProposeStream,
+                    request_deserializer=specdec_dot_v1_dot_draft__pb2.ProposeStreamRequest.FromString,
+                    response_serializer=specdec_dot_v1_dot_draft__pb2.ProposeStreamResponse.SerializeToString,
             ),
             'EndSession': grpc.unary_unary_rpc_method_handler(
                     servicer.EndSession,
@@ -122,6 +142,33 @@ class Draft:
             '/specdec.v1.Draft/Propose',
             specdec_dot_v1_dot_draft__pb2.ProposeRequest.SerializeToString,
             specdec_dot_v1_dot_draft__pb2.ProposeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProposeStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/specdec.v1.Draft/ProposeStream',
+            specdec_dot_v1_dot_draft__pb2.ProposeStreamRequest.SerializeToString,
+            specdec_dot_v1_dot_draft__pb2.ProposeStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -33,6 +33,18 @@ class ScoreResponse(_message.Message):
     compute_seconds: float
     def __init__(self, num_accepted: _Optional[int] = ..., probs: _Optional[_Union[_common_pb2.ProbRows, _Mapping]] = ..., compute_seconds: _Optional[float] = ...) -> None: ...
 
+class ScoreStreamRequest(_message.Message):
+    __slots__ = ("request",)
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    request: ScoreRequest
+    def __init__(self, request: _Optional[_Union[ScoreRequest, _Mapping]] = ...) -> None: ...
+
+class ScoreStreamResponse(_message.Message):
+    __slots__ = ("response",)
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    response: ScoreResponse
+    def __init__(self, response: _Optional[_Union[ScoreResponse, _Mapping]] = ...) -> None: ...
+
 class TargetEndSessionRequest(_message.Message):
     __slots__ = ("session_id",)
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]

@@ -41,6 +41,11 @@ class TargetStub:
                 request_serializer=specdec_dot_v1_dot_target__pb2.ScoreRequest.SerializeToString,
                 response_deserializer=specdec_dot_v1_dot_target__pb2.ScoreResponse.FromString,
                 _registered_method=True)
+        self.ScoreStream = channel.stream_stream(
+                '/specdec.v1.Target/ScoreStream',
+                request_serializer=specdec_dot_v1_dot_target__pb2.ScoreStreamRequest.SerializeToString,
+                response_deserializer=specdec_dot_v1_dot_target__pb2.ScoreStreamResponse.FromString,
+                _registered_method=True)
         self.EndSession = channel.unary_unary(
                 '/specdec.v1.Target/EndSession',
                 request_serializer=specdec_dot_v1_dot_target__pb2.TargetEndSessionRequest.SerializeToString,
@@ -60,6 +65,16 @@ class TargetServicer:
 
     def Score(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ScoreStream(self, request_iterator, context):
+        """Score, for one session, on a stream the caller keeps open: one response per request, in
+        order. Requests stay self-describing, so a broken stream is reopened and the request resent
+        (on any replica). The stream spares each step a call's set-up and keeps the session on the
+        replica that holds its cache.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -84,6 +99,11 @@ def add_TargetServicer_to_server(servicer, server):
                     servicer.Score,
                     request_deserializer=specdec_dot_v1_dot_target__pb2.ScoreRequest.FromString,
                     response_serializer=specdec_dot_v1_dot_target__pb2.ScoreResponse.SerializeToString,
+            ),
+            'ScoreStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.ScoreStream,
+                    request_deserializer=specdec_dot_v1_dot_target__pb2.ScoreStreamRequest.FromString,
+                    response_serializer=specdec_dot_v1_dot_target__pb2.ScoreStreamResponse.SerializeToString,
             ),
             'EndSession': grpc.unary_unary_rpc_method_handler(
                     servicer.EndSession,
@@ -125,6 +145,33 @@ class Target:
             '/specdec.v1.Target/Score',
             specdec_dot_v1_dot_target__pb2.ScoreRequest.SerializeToString,
             specdec_dot_v1_dot_target__pb2.ScoreResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScoreStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/specdec.v1.Target/ScoreStream',
+            specdec_dot_v1_dot_target__pb2.ScoreStreamRequest.SerializeToString,
+            specdec_dot_v1_dot_target__pb2.ScoreStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,
