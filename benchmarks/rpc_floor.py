@@ -9,9 +9,9 @@ the server's event loop (as the services run decode steps) and on its worker thr
 prefills). A call that follows tens of milliseconds of idling pays for waking the threads on both
 ends.
 
-A second table sends the same messages, with the work on the event loop, one each way on a
-bidirectional stream that stays open (a method only this stand-in serves): what a per-session
-stream to each service would cost in place of a unary call per step.
+A second table sends the same requests, with the work on the event loop, as unary calls and as
+messages on a session's open ScoreStream, the way the orchestrator sends them
+(orchestrator.clients.SessionStreams).
 
     .venv/bin/python benchmarks/rpc_floor.py [--calls 60]
 """
@@ -27,8 +27,9 @@ import time
 
 import grpc
 
+from orchestrator.clients import SessionStreams
 from specdec.launcher import free_port, wait_healthy
-from specdec.serving import CHANNEL_OPTIONS, ModelWorker, ServerSpec, serve
+from specdec.serving import CHANNEL_OPTIONS, ModelWorker, ServerSpec, answer_each, serve
 from specdec.v1 import common_pb2, target_pb2, target_pb2_grpc
 
 WORK_MS = (0.0, 6.0, 60.0)  # nothing, about a draft step, about a target step on a CPU
@@ -39,22 +40,16 @@ class SleepingTarget(target_pb2_grpc.TargetServicer):
         self._worker = ModelWorker()
 
     async def Score(self, request: target_pb2.ScoreRequest, context: grpc.aio.ServicerContext):
+        return await self._score(request)
+
+    async def ScoreStream(self, requests, context: grpc.aio.ServicerContext):
+        async for reply in answer_each(requests, self._score, "floor.score"):
+            yield target_pb2.ScoreStreamResponse(response=reply)
+
+    async def _score(self, request: target_pb2.ScoreRequest) -> target_pb2.ScoreResponse:
         _, seconds = await self._worker.run(len(request.draft_token_ids), time.sleep, request.uniforms[0])
         probs = common_pb2.ProbRows(num_rows=1, vocab_size=1)
         return target_pb2.ScoreResponse(num_accepted=0, probs=probs, compute_seconds=seconds)
-
-    async def score_stream(self, requests, context: grpc.aio.ServicerContext):
-        async for request in requests:
-            yield await self.Score(request, context)
-
-    def register(self, server: grpc.aio.Server) -> None:
-        target_pb2_grpc.add_TargetServicer_to_server(self, server)
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("floor.Floor", {
-            "ScoreStream": grpc.stream_stream_rpc_method_handler(
-                self.score_stream, request_deserializer=target_pb2.ScoreRequest.FromString,
-                response_serializer=target_pb2.ScoreResponse.SerializeToString,
-            ),
-        }),))
 
 
 def score_request(work_s: float, new_tokens: int) -> target_pb2.ScoreRequest:
@@ -69,22 +64,18 @@ async def overheads_ms(address: str, work_s: float, new_tokens: int, calls: int,
     request = score_request(work_s, new_tokens)
     async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
         stub = target_pb2_grpc.TargetStub(channel)
-        stream = channel.stream_stream(
-            "/floor.Floor/ScoreStream", request_serializer=target_pb2.ScoreRequest.SerializeToString,
-            response_deserializer=target_pb2.ScoreResponse.FromString,
-        )() if streaming else None
+        streams = SessionStreams(stub.ScoreStream, timeout_s=30)
+        message = target_pb2.ScoreStreamRequest(request=request)
         result = []
         for i in range(calls + 5):  # the first few warm the connection up
             started = time.perf_counter()
-            if stream is not None:
-                await stream.write(request)
-                reply = await stream.read()
+            if streaming:
+                reply = (await streams.call(request.session_id, message)).response
             else:
                 reply = await stub.Score(request, timeout=30)
             if i >= 5:
                 result.append(1000 * (time.perf_counter() - started - reply.compute_seconds))
-        if stream is not None:
-            await stream.done_writing()
+        await streams.close(request.session_id)
         return result
 
 
@@ -105,7 +96,11 @@ def main() -> None:
     parser.add_argument("--serve-port", type=int, help=argparse.SUPPRESS)  # the server process
     args = parser.parse_args()
     if args.serve_port:
-        spec = ServerSpec(SleepingTarget().register, [target_pb2.DESCRIPTOR.services_by_name["Target"].full_name])
+        servicer = SleepingTarget()
+        spec = ServerSpec(
+            lambda server: target_pb2_grpc.add_TargetServicer_to_server(servicer, server),
+            [target_pb2.DESCRIPTOR.services_by_name["Target"].full_name],
+        )
         asyncio.run(serve(spec, host="127.0.0.1", port=args.serve_port))
         return
     port = free_port()
@@ -117,7 +112,7 @@ def main() -> None:
         table(address, args.calls, "            | work on the event loop | work on the worker thread",
               [(0, False), (ModelWorker.INLINE_TOKENS + 1, False)])
         print()
-        table(address, args.calls, "            | a unary call each time | a message on an open stream",
+        table(address, args.calls, "            | a unary call each time | a message on the session stream",
               [(0, False), (0, True)])
     finally:
         server.terminate()

@@ -66,8 +66,9 @@ class SessionStreams(Generic[Request, Reply]):
             reused = session_id in self._calls
             self.open(session_id)
             try:
-                reply = await asyncio.wait_for(_exchange(self._calls[session_id], request), self._timeout_s)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(self._timeout_s):  # unlike wait_for, no task: no extra loop turns
+                    reply = await _exchange(self._calls[session_id], request)
+            except TimeoutError:
                 self._drop(session_id)
                 raise grpc.aio.AioRpcError(
                     grpc.StatusCode.DEADLINE_EXCEEDED, details=f"no reply within {self._timeout_s:g} s"
@@ -77,11 +78,6 @@ class SessionStreams(Generic[Request, Reply]):
                 if reused:
                     continue
                 raise
-            if reply is grpc.aio.EOF:  # the server ended the stream without answering (shutting down)
-                self._drop(session_id)
-                if reused:
-                    continue
-                raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, details="the stream ended without a reply")
             return reply
 
     async def close(self, session_id: str) -> None:
@@ -97,9 +93,12 @@ class SessionStreams(Generic[Request, Reply]):
 async def _exchange(call: grpc.aio.StreamStreamCall, request: Request) -> Reply:
     try:
         await call.write(request)
-        return await call.read()
+        reply = await call.read()
     except asyncio.InvalidStateError:  # an intercepted call (tracing on) that has ended says only this
         raise grpc.aio.AioRpcError(await call.code(), details=await call.details()) from None
+    if reply is grpc.aio.EOF:  # the server ended the stream without answering (it is shutting down)
+        raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, details="the stream ended without a reply")
+    return reply
 
 
 @dataclass

@@ -120,7 +120,7 @@ class SpeculativeLoop:
             self._adaptive_k.observe(
                 k, len(drafts), n, meter.draft_seconds - draft_before, meter.target_seconds - target_before
             )
-        metrics.record_iteration(drafted=len(drafts), accepted=n)
+        metrics.record_iteration_soon(drafted=len(drafts), accepted=n)
         span.set_attributes({
             "specdec.k": k,
             "specdec.drafted_tokens": len(drafts),

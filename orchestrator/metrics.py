@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60, 120, 300)
@@ -24,13 +26,18 @@ TIME_PER_OUTPUT_TOKEN = Histogram(
 )
 
 
-def record_iteration(drafted: int, accepted: int) -> None:
+def record_iteration_soon(drafted: int, accepted: int) -> None:
+    """Counts an iteration once the event loop is free: by then the next upstream request is out."""
     if drafted:
-        NUM_DRAFTS.inc()
-        NUM_DRAFT_TOKENS.inc(drafted)
-        NUM_ACCEPTED_TOKENS.inc(accepted)
-        for position in range(accepted):
-            NUM_ACCEPTED_PER_POS.labels(position=str(position)).inc()
+        asyncio.get_running_loop().call_soon(_record_iteration, drafted, accepted)
+
+
+def _record_iteration(drafted: int, accepted: int) -> None:
+    NUM_DRAFTS.inc()
+    NUM_DRAFT_TOKENS.inc(drafted)
+    NUM_ACCEPTED_TOKENS.inc(accepted)
+    for position in range(accepted):
+        NUM_ACCEPTED_PER_POS.labels(position=str(position)).inc()
 
 
 def record_request(

@@ -23,6 +23,7 @@ class Replica(target_pb2_grpc.TargetServicer):
     def __init__(self, index: int) -> None:
         self.index = index
         self.finished_streams = 0  # streams the client ended by closing its side
+        self.answers_per_stream: int | None = None  # if set, a stream ends unanswered after this many
 
     async def Score(self, request: target_pb2.ScoreRequest, context: grpc.aio.ServicerContext):
         return await self._answer(request)
@@ -30,8 +31,12 @@ class Replica(target_pb2_grpc.TargetServicer):
     async def ScoreStream(
         self, requests: AsyncIterator[target_pb2.ScoreStreamRequest], context: grpc.aio.ServicerContext
     ):
+        answered = 0
         async for message in requests:
+            if answered == self.answers_per_stream:
+                return  # hangs up, as a server shutting down does
             yield target_pb2.ScoreStreamResponse(response=await self._answer(message.request))
+            answered += 1
         self.finished_streams += 1
 
     async def _answer(self, request: target_pb2.ScoreRequest) -> target_pb2.ScoreResponse:
@@ -100,6 +105,21 @@ def test_when_a_replica_goes_away_the_request_is_resent_on_a_fresh_stream(traced
         assert reply.num_accepted == 1 - first and reply.compute_seconds == 2
 
     with_replicas(2, test, traced)
+
+
+def test_a_stream_ended_without_a_reply_is_unavailable_unless_a_fresh_stream_answers():
+    async def test(channel, replicas, servers) -> None:
+        streams = SessionStreams(target_pb2_grpc.TargetStub(channel).ScoreStream, timeout_s=5)
+        replicas[0].answers_per_stream = 1
+        replies = [(await streams.call("s", request(tag))).response.compute_seconds for tag in (1, 2, 3)]
+        assert replies == [1, 2, 3]  # each stream answers once, then the request goes on a fresh one
+        replicas[0].answers_per_stream = 0
+        await streams.close("s")
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await streams.call("s", request(4))
+        assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+
+    with_replicas(1, test)
 
 
 def test_a_late_reply_is_deadline_exceeded_and_never_answers_the_next_request():
