@@ -71,7 +71,7 @@ def _add_serve(commands) -> None:
             parser.add_argument("--default-k", type=int, default=0, help="k when a request leaves it 0 (0 = adaptive)")
             parser.add_argument("--max-adaptive-k", type=int, default=8, help="the largest k adaptive k picks")
             parser.add_argument("--default-max-new-tokens", type=int, default=256)
-            parser.add_argument("--call-timeout-s", type=float, default=60.0, help="deadline of each upstream call")
+            parser.add_argument("--call-timeout-s", type=float, default=60.0, help="deadline for the reply to each draft or target step")
         else:
             parser.add_argument("--model", default=DEFAULT_MODEL if role == "target" else "",
                                 help="HF id, directory, .gguf file, 'default' or 'default-draft'"
