@@ -41,7 +41,7 @@ class SessionStreams(Generic[Request, Reply]):
     """Calls a bidirectional streaming method as if it were unary, on one stream per session that
     stays open between the session's calls: each request gets one reply, in order.
 
-    A message on an open stream costs less than a unary call (benchmarks/rpc_floor.py: 0.4-0.7 ms
+    A message on an open stream costs less than a unary call (benchmarks/rpc_floor.py: 0.3-0.7 ms
     less per step on a 2-vCPU VM), and the stream keeps a session on the replica that holds its
     prefix cache. Requests are self-describing, so when a stream opened before the call fails (its
     replica went away, its connection aged out) the request goes again on a fresh stream, to any
