@@ -9,7 +9,7 @@ from prometheus_client import Gauge, Histogram
 from specdec.cached_lm import CachedLM
 
 MODEL_CALL_SECONDS = Histogram(
-    "specdec_model_call_seconds", "Time to serve one Propose or Score call", ["method"],
+    "specdec_model_call_seconds", "Model compute time of one Propose or Score step (RPC not included)", ["method"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 ACTIVE_SESSIONS = Gauge("specdec_active_sessions", "Sessions held in the prefix KV cache")
