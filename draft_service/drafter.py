@@ -6,24 +6,30 @@ import torch
 
 from specdec.cached_lm import CachedLM
 from specdec.ngram import propose_ngram
-from specdec.sampling import SamplingParams, draft_distribution, one_hot_rows, sample_token
+from specdec.sampling import SamplingParams, argmax, one_hot_rows, sample_token, sampling_probs
 from specdec.speculative import Proposal
 
 
 def propose_with_model(
     lm: CachedLM, session_id: str, token_ids: list[int], k: int, params: SamplingParams, seed: int
 ) -> Proposal:
-    """Samples x_1..x_k autoregressively, each from exactly the q_i it returns."""
+    """Samples x_1..x_k autoregressively, each from exactly the q_i it returns. Greedy drafts are
+    each step's argmax and come without rows: q is one-hot at each x_i."""
     generator = torch.Generator().manual_seed(seed)
     sequence = list(token_ids)
     rows = []
     for _ in range(k):
-        q_i = draft_distribution(lm.logits(session_id, sequence, 1)[0].cpu(), params)  # [V]
-        sequence.append(sample_token(q_i, generator))
-        rows.append(q_i)
+        logits = lm.logits(session_id, sequence, 1)[0].cpu()  # [V]
+        if params.greedy:
+            sequence.append(int(argmax(logits)))
+        else:
+            q_i = sampling_probs(logits, params)
+            sequence.append(sample_token(q_i, generator))
+            rows.append(q_i)
     proposed = sequence[len(token_ids) :]
-    q = torch.stack(rows) if rows else torch.zeros(0, lm.vocab_size)
-    return Proposal(proposed, q)
+    if params.greedy:
+        return Proposal(proposed, None)
+    return Proposal(proposed, torch.stack(rows) if rows else torch.zeros(0, lm.vocab_size))
 
 
 def propose_with_ngram(token_ids: list[int], k: int) -> Proposal:

@@ -58,13 +58,23 @@ def greedy_scores(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
     """[..., V] logits -> [..., V] float32 scores for greedy verification.
 
     Keeps the temperature-1 softmax of every token within `lenience` of the best one and zeroes
-    the rest: exact greedy (lenience 1) leaves only the argmax, so the row is one-hot in shape
-    and tiny on the wire, while the accept rule `p(x) >= lenience * max p` still sees the scores
-    it needs.
+    the rest, so the accept rule `p(x) >= lenience * max p` sees the scores it needs and the row is
+    small on the wire. Exact greedy (lenience 1) needs only the argmax: its rows are one-hot, with
+    no softmax computed.
     """
+    if params.lenience == 1.0:
+        return one_hot_rows(argmax(logits.reshape(-1, logits.shape[-1])), logits.shape[-1]).reshape(logits.shape)
     probs = logits.float().softmax(dim=-1)
     best = probs.max(dim=-1, keepdim=True).values
     return probs.masked_fill(probs < params.lenience * best, 0.0)
+
+
+def argmax(rows: torch.Tensor) -> torch.Tensor:
+    """[..., V] -> [...] int64: the index of each row's largest entry, the first one on ties.
+
+    numpy's, not torch's: on CPU rows of a 49k vocabulary it is ~25x faster (5 vs 128 us for two).
+    """
+    return torch.as_tensor(rows.detach().cpu().float().numpy().argmax(axis=-1))
 
 
 def one_hot_rows(token_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
@@ -72,16 +82,6 @@ def one_hot_rows(token_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
     rows = torch.zeros(token_ids.shape[0], vocab_size, dtype=torch.float32)
     rows[torch.arange(token_ids.shape[0]), token_ids] = 1.0
     return rows
-
-
-def draft_distribution(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
-    """[V] logits -> q row: the distribution the draft samples its token from.
-
-    Greedy drafting is the limit of sampling: q is one-hot at the argmax.
-    """
-    if params.greedy:
-        return one_hot_rows(logits.argmax(dim=-1, keepdim=True), logits.shape[-1])[0]
-    return sampling_probs(logits, params)
 
 
 def target_distribution(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from specdec.sampling import sample_token
+from specdec.sampling import argmax, sample_token
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def count_accepted(
     k = draft_tokens.shape[0]
     p_x = p[torch.arange(k), draft_tokens]  # [k]: p_i(x_i)
     if greedy and lenience == 1.0:
-        accepted = draft_tokens == p[:k].argmax(dim=-1)
+        accepted = draft_tokens == argmax(p[:k])
     elif greedy:
         accepted = p_x >= lenience * p[:k].max(dim=-1).values
     else:
@@ -83,7 +83,7 @@ def correct(
 ) -> int:
     """The token after the accepted drafts: recovered (q_n given) or bonus (q_n None)."""
     if greedy:
-        return int(p_n.argmax())
+        return int(argmax(p_n))
     if q_n is None:
         return sample_token(p_n, generator)
     residual = (p_n - lenience * q_n).clamp(min=0.0)  # [V]

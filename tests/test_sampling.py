@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from specdec.sampling import SamplingParams, draft_distribution, greedy_scores, sampling_probs
+from specdec.sampling import SamplingParams, argmax, greedy_scores, sampling_probs
 
 V = 50
 
@@ -66,14 +66,11 @@ def test_float16_logits_give_float32_rows_summing_to_one():
     torch.testing.assert_close(probs.sum(dim=-1), torch.ones(4), atol=1e-6, rtol=0)
 
 
-def test_greedy_scores_exact_keeps_only_the_argmax():
-    logits = torch.randn(5, V, generator=torch.Generator().manual_seed(2))
+def test_greedy_scores_exact_are_one_hot_at_the_argmax():
+    logits = torch.randn(5, V, generator=torch.Generator().manual_seed(2)).half()
     scores = greedy_scores(logits, SamplingParams())
-    nonzero = scores != 0
-    assert nonzero.sum(dim=-1).tolist() == [1] * 5
-    assert scores.argmax(dim=-1).tolist() == logits.argmax(dim=-1).tolist()
-    soft = logits.softmax(dim=-1)
-    assert torch.equal(scores[nonzero], soft.max(dim=-1).values)
+    assert scores.dtype == torch.float32
+    assert torch.equal(scores, torch.nn.functional.one_hot(logits.argmax(dim=-1), V).float())
 
 
 def test_greedy_scores_lenient_keeps_tokens_within_lenience_of_the_best():
@@ -84,18 +81,11 @@ def test_greedy_scores_lenient_keeps_tokens_within_lenience_of_the_best():
     torch.testing.assert_close(scores, torch.tensor([[0.5, 0.3, 0.15, 0.0]]))
 
 
-def test_draft_distribution_is_one_hot_at_argmax_when_greedy():
-    logits = torch.randn(V, generator=torch.Generator().manual_seed(3))
-    q = draft_distribution(logits, SamplingParams(temperature=0.0))
-    expected = torch.zeros(V)
-    expected[logits.argmax()] = 1.0
-    assert q.dtype == torch.float32 and torch.equal(q, expected)
-
-
-def test_draft_distribution_samples_from_the_processed_row_when_not_greedy():
-    logits = torch.randn(V, generator=torch.Generator().manual_seed(4))
-    params = SamplingParams(temperature=0.7, top_k=5)
-    torch.testing.assert_close(draft_distribution(logits, params), reference_probs(logits[None], params)[0])
+def test_argmax_agrees_with_torch_and_takes_the_first_of_ties():
+    rows = torch.randn(3, V, generator=torch.Generator().manual_seed(3))
+    rows[2, 7] = rows[2, 11] = rows[2].max() + 1  # a tie: the first one wins, as in torch
+    assert argmax(rows).tolist() == rows.argmax(dim=-1).tolist() == [*rows[:2].argmax(dim=-1).tolist(), 7]
+    assert int(argmax(rows[0].half())) == int(rows[0].half().argmax())  # one row, another dtype
 
 
 @pytest.mark.parametrize(
