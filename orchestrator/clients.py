@@ -78,6 +78,9 @@ class SessionStreams(Generic[Request, Reply]):
                 if reused:
                     continue
                 raise
+            except asyncio.CancelledError:  # the reply, if it comes, must not answer the next request
+                self._drop(session_id)
+                raise
             return reply
 
     async def close(self, session_id: str) -> None:

@@ -135,6 +135,21 @@ def test_a_late_reply_is_deadline_exceeded_and_never_answers_the_next_request():
     with_replicas(1, test)
 
 
+def test_a_cancelled_call_never_hands_its_reply_to_the_next_request():
+    async def test(channel, replicas, servers) -> None:
+        streams = SessionStreams(target_pb2_grpc.TargetStub(channel).ScoreStream, timeout_s=5)
+        pending = asyncio.ensure_future(streams.call("s", request(1, delay_s=0.3)))
+        await asyncio.sleep(0.1)  # the request is out; its reply is not
+        pending.cancel()  # as the loop does with a draft it no longer needs
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+        assert (await streams.call("s", request(2))).response.compute_seconds == 2
+        await asyncio.sleep(0.3)  # the cancelled request's reply would be due now
+        assert (await streams.call("s", request(3))).response.compute_seconds == 3
+
+    with_replicas(1, test)
+
+
 def test_with_no_replica_up_a_call_fails_unavailable():
     async def test(channel, replicas, servers) -> None:
         await servers[0].stop(0)
