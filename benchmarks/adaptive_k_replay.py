@@ -4,7 +4,8 @@ judged over many noise draws before it is measured for real.
 
 Greedy speculative decoding is a function of where the draft's argmax agrees with the target's
 greedy answer, so `collect` records that per answer position for each prompt (teacher-forced, one
-forward pass per prompt and model). `replay` then runs the prompts in `specdec bench`'s order
+forward pass per prompt and model), and what prompt lookup finds there: the n-gram length, how many
+tokens of its continuation match the answer, and how many it has. `replay` then runs the prompts in `specdec bench`'s order
 (every prompt, `--repeats` times) through the real AdaptiveK with one shared CostModel, charging
 each iteration measured costs: per-call milliseconds from `specdec bench` on the dev VM by default.
 The machine's drift is modelled as a speed factor per run, shared by the adaptive and the fixed
@@ -22,7 +23,7 @@ import random
 import statistics
 from pathlib import Path
 
-from orchestrator.adaptive_k import AdaptiveK, CostModel
+from orchestrator.adaptive_k import AdaptiveK, CostModel, Plan
 
 MAX_K = 8
 # ms per target call scoring k drafts (k + 1 positions) and per draft call of k tokens, RPC included
@@ -46,34 +47,52 @@ def collect(args: argparse.Namespace) -> None:
     categories = [json.loads(line).get("category", "") for line in args.prompts.read_text().splitlines() if line.strip()]
     prompt_ids = [render(tokenizer, prompt) for prompt in read_prompts(args.prompts)]
     answers = target_greedy_answers(target, tokenizer, prompt_ids, args.max_new_tokens)
-    records = [{"category": category, "matches": agreement(draft, prompt, answer)}
+    records = [{"category": category, "matches": agreement(draft, prompt, answer), "lookup": lookups(prompt, answer)}
                for category, prompt, answer in zip(categories, prompt_ids, answers)]
     args.matches.write_text(json.dumps(records))
     print(f"wrote {args.matches}: {len(records)} prompts")
 
 
-def run_stream(
-    matches: list[bool], chooser: AdaptiveK | None, fixed_k: int, speed: float, rng: random.Random
-) -> float:
-    """Tokens per second of one greedy generation, at the chooser's k or, without one, at fixed_k."""
+def lookups(prompt: list[int], answer: list[int]) -> list[tuple[int, int, int]]:
+    """Per answer position: (n, matching tokens, all tokens) of what prompt lookup proposes there."""
+    from specdec.ngram import find_ngram
+
+    result = []
+    for j in range(len(answer)):
+        n, continuation = find_ngram(prompt + answer[:j], MAX_K)
+        matching = next((i for i, (a, b) in enumerate(zip(continuation, answer[j:])) if a != b),
+                        min(len(continuation), len(answer) - j))
+        result.append((n, matching, len(continuation)))
+    return result
+
+
+def run_stream(record: dict, chooser: AdaptiveK | None, fixed_k: int, speed: float, rng: random.Random) -> float:
+    """Tokens per second of one greedy generation, at the chooser's plan or, without one, at fixed_k."""
+    matches = record["matches"]
     position, ms = 0, 0.0
     target_prefill = draft_prefill = PREFILL_FACTOR  # a service's first call also prefills the prompt
     while position < len(matches):
         limit = len(matches) - position - 1
-        k = chooser.choose(limit) if chooser else min(fixed_k, limit)
+        lookup_n, lookup_matching, lookup_len = record["lookup"][position]
+        plan = chooser.choose(limit, lookup_n, lookup_len) if chooser else Plan(min(fixed_k, limit))
+        k = plan.k
         accepted = 0
-        while accepted < k and matches[position + accepted]:
-            accepted += 1
+        if plan.lookup_n:
+            accepted = min(lookup_matching, k)
+        else:
+            while accepted < k and matches[position + accepted]:
+                accepted += 1
         stall = 1.5 if rng.random() < 0.02 else 1.0
-        draft_ms = (DRAFT_MS_FIXED + DRAFT_MS_PER_TOKEN * k if k else 0.0) * speed * rng.uniform(0.9, 1.1) * stall
+        drafted_by_model = k and not plan.lookup_n
+        draft_ms = (DRAFT_MS_FIXED + DRAFT_MS_PER_TOKEN * k if drafted_by_model else 0.0) * speed * rng.uniform(0.9, 1.1) * stall
         target_ms = TARGET_MS[k] * speed * rng.uniform(0.9, 1.1) * target_prefill
-        if k:
+        if drafted_by_model:
             draft_ms *= draft_prefill
             draft_prefill = 1.0
         target_prefill = 1.0
         ms += draft_ms + target_ms + ORCHESTRATION_MS
         if chooser:
-            chooser.observe(k, k, accepted, draft_ms / 1000, target_ms / 1000)
+            chooser.observe(k, k, accepted, draft_ms / 1000, target_ms / 1000, lookup_n=plan.lookup_n)
         position += accepted + 1
     return 1000 * len(matches) / ms
 
@@ -86,8 +105,8 @@ def replay_once(records: list[dict], seed: int, fixed_k: int | None, repeats: in
     for run, record in enumerate(record for _ in range(repeats) for record in records):
         rng = random.Random(seed * 100_000 + run)  # the same draws for the adaptive and the fixed run
         speed = speeds.uniform(0.85, 1.15) * rng.uniform(0.97, 1.03)
-        chooser = AdaptiveK(costs, ("model", True, 1.0), MAX_K) if fixed_k is None else None
-        result.append(run_stream(record["matches"], chooser, fixed_k or 0, speed, rng))
+        chooser = AdaptiveK(costs, ("model", True, 1.0), MAX_K, lookup=True, judged=(True, 1.0)) if fixed_k is None else None
+        result.append(run_stream(record, chooser, fixed_k or 0, speed, rng))
     return result
 
 

@@ -15,12 +15,21 @@ estimates:
   expected, shrunk towards 1 by a prior and fading with each iteration, so a request whose text
   the draft predicts well (or badly) drafts more (or less), and one that stopped drafting falls
   back to the shared rates and tries again.
+
+A stream drafted by a model also has a drafter that costs nothing: prompt lookup (specdec.ngram)
+over its own tokens, run here, with no draft call. Where the text repeats an earlier n-gram, its
+continuation is a proposal whose only cost is verifying it, accepted more often the longer the
+match. Each iteration weighs sending j tokens of that continuation (rates kept per match length n)
+against the model's k drafts, and takes whichever promises more tokens per second.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Hashable
+from typing import NamedTuple
+
+from specdec.ngram import MAX_NGRAM
 
 _SCALE_WEIGHT = 0.1  # of each call in the cost scale: the machine's speed drifts within seconds
 _SHAPE_WEIGHT = 0.05  # of each call in its k's relative cost, once 20 were seen
@@ -33,6 +42,9 @@ _EXPLORATION = 0.1  # optimism per 1/sqrt(tests) in each shared rate
 _PRIOR_RELATIVE_SLOPE = 0.1  # until two k values are seen: each draft adds 10% to a call
 _MAX_RATE = 0.99
 _PROBES = (1, 3)  # the k values tried first, once per drafter and orchestrator
+# A lone repeated token predicts what follows it no better than the draft model does (the
+# continuation's first token was right 12-34% of the time per category of dev.jsonl).
+LOOKUP_MIN_NGRAM = 2
 
 
 def expected_tokens(rates: list[float], k: int) -> float:
@@ -144,15 +156,20 @@ class CostModel:
         return self.drafters.setdefault(key, DrafterStats(self._max_k))
 
 
-class AdaptiveK:
-    """One request's k schedule."""
+class Plan(NamedTuple):
+    """An iteration's drafts: k of them, from the drafter, or from a prompt-lookup match of
+    length lookup_n (0: the drafter)."""
 
-    def __init__(self, costs: CostModel, drafter: Hashable, max_k: int) -> None:
-        self._costs = costs
-        self._drafter = costs.drafter(drafter)
-        self._max_k = max_k
+    k: int
+    lookup_n: int = 0
+
+
+class _Source:
+    """A drafter as one stream sees it: the shared statistics, and this stream's factor on their rates."""
+
+    def __init__(self, stats: DrafterStats) -> None:
+        self.stats = stats
         self._accepted = self._expected = 0.0  # this stream's accepted drafts, and the shared rates' forecast
-        self._target_prefilled = self._draft_prefilled = False
 
     @property
     def factor(self) -> float:
@@ -160,32 +177,77 @@ class AdaptiveK:
         return (self._accepted + _STREAM_PRIOR) / (self._expected + _STREAM_PRIOR)
 
     def rates(self) -> list[float]:
-        return [min(a * self.factor, _MAX_RATE) for a in self._drafter.acceptance.rates()]
+        return [min(a * self.factor, _MAX_RATE) for a in self.stats.acceptance.rates()]
 
-    def choose(self, limit: int) -> int:
-        """The k in 0..min(max_k, limit) with the most expected tokens per second."""
-        upper = min(self._max_k, limit)
-        unseen = [k for k in _PROBES if k not in self._drafter.draft.ks_seen]
-        if unseen:  # measure first: two points fix each cost line (a draft LM's grows with k, n-gram's not)
-            return min(upper, unseen[0])
-        rates = self.rates()
-
-        def tokens_per_second(k: int) -> float:
-            seconds = self._costs.target.predict(k) + (self._drafter.draft.predict(k) if k else 0.0)
-            return expected_tokens(rates, k) / seconds
-
-        return max(range(upper + 1), key=tokens_per_second)
-
-    def observe(self, k: int, drafted: int, accepted: int, draft_seconds: float, target_seconds: float) -> None:
-        shared = self._drafter.acceptance.rates()
+    def observe(self, drafted: int, accepted: int) -> None:
+        shared = self.stats.acceptance.rates()
         tested = min(accepted + 1, drafted)
         self._accepted = _STREAM_DECAY * self._accepted + accepted
         self._expected = _STREAM_DECAY * self._expected + sum(shared[:tested])
-        self._drafter.acceptance.observe(drafted, accepted)
+        self.stats.acceptance.observe(drafted, accepted)
+
+
+class AdaptiveK:
+    """One request's k schedule. `drafter` keys its shared statistics; with `lookup`, prompt-lookup
+    proposals compete with the drafter's, their statistics keyed by (match length, `judged`)."""
+
+    def __init__(
+        self, costs: CostModel, drafter: Hashable, max_k: int, lookup: bool = False, judged: Hashable = None
+    ) -> None:
+        self._costs = costs
+        self._drafter = _Source(costs.drafter(drafter))
+        ngrams = range(LOOKUP_MIN_NGRAM, MAX_NGRAM + 1) if lookup else ()
+        self._lookups = {n: _Source(costs.drafter(("lookup", n, judged))) for n in ngrams}
+        self._max_k = max_k
+        self._target_prefilled = self._draft_prefilled = False
+
+    @property
+    def factor(self) -> float:
+        return self._drafter.factor
+
+    def choose(self, limit: int, match_n: int = 0, match_len: int = 0) -> Plan:
+        """The plan with the most expected tokens per second: k in 0..min(max_k, limit) drafts from
+        the drafter, or j of the match_len tokens a prompt lookup of an n = match_n gram found."""
+        upper = min(self._max_k, limit)
+        if upper == 0:
+            return Plan(0)
+        draft = self._drafter.stats.draft
+        # Measure first: two points fix each cost line (a draft LM's grows with k, n-gram's not). A
+        # probe the budget does not allow waits, or a stream of short requests would probe forever.
+        unseen = [k for k in _PROBES if k not in draft.ks_seen and k <= upper]
+        if unseen:
+            return Plan(unseen[0])
+        rates = self._drafter.rates()
+        target = self._costs.target.predict
+
+        def drafter_rate(k: int) -> float:
+            return expected_tokens(rates, k) / (target(k) + (draft.predict(k) if k else 0.0))
+
+        best = max(range(upper + 1), key=drafter_rate)
+        plan, best_rate = Plan(best), drafter_rate(best)
+        if match_n in self._lookups:
+            lookup_rates = self._lookups[match_n].rates()
+            for j in range(1, min(match_len, upper) + 1):
+                rate = expected_tokens(lookup_rates, j) / target(j)
+                if rate > best_rate:
+                    plan, best_rate = Plan(j, match_n), rate
+        return plan
+
+    def observe(
+        self, k: int, drafted: int, accepted: int, draft_seconds: float, target_seconds: float, lookup_n: int = 0
+    ) -> None:
+        """One iteration of the plan Plan(k, lookup_n). Every source observes it, the unused ones as
+        an iteration that drafted nothing, so their evidence fades alike."""
+        for n, source in ((0, self._drafter), *self._lookups.items()):
+            if n == lookup_n:
+                source.observe(drafted, accepted)
+            else:
+                source.observe(0, 0)
         # A stream's first call to each service also prefills the prompt: it says nothing about k.
-        if k and self._draft_prefilled:
-            self._drafter.draft.observe(k, draft_seconds)
+        drafted_by_model = k > 0 and not lookup_n
+        if drafted_by_model and self._draft_prefilled:
+            self._drafter.stats.draft.observe(k, draft_seconds)
         if self._target_prefilled:
             self._costs.target.observe(drafted, target_seconds)
-        self._draft_prefilled |= k > 0
+        self._draft_prefilled |= drafted_by_model
         self._target_prefilled = True

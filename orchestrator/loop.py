@@ -15,9 +15,11 @@ import torch
 from opentelemetry import trace
 
 from orchestrator import metrics
-from orchestrator.adaptive_k import AdaptiveK, CostModel
+from orchestrator.adaptive_k import LOOKUP_MIN_NGRAM, AdaptiveK, CostModel, Plan
 from orchestrator.clients import CallMeter, DraftClient, TargetClient
 from orchestrator.request import GenerationConfig
+from specdec.ngram import find_ngram
+from specdec.sampling import one_hot_rows
 from specdec.speculative import Proposal, correct, draw_uniforms
 from specdec.wire import decode_rows, row_argmax
 
@@ -33,15 +35,20 @@ tracer = trace.get_tracer("specdec.orchestrator")
 class LoopStats:
     drafted_tokens: int = 0
     accepted_tokens: int = 0
+    lookup_drafted_tokens: int = 0  # of those, from prompt lookup
+    lookup_accepted_tokens: int = 0
     target_calls: int = 0
     accepted_per_position: list[int] = field(default_factory=list)
     drafted_per_position: list[int] = field(default_factory=list)
     meter: CallMeter = field(default_factory=CallMeter)
 
-    def record(self, drafted: int, accepted: int) -> None:
+    def record(self, drafted: int, accepted: int, lookup: bool) -> None:
         self.target_calls += 1
         self.drafted_tokens += drafted
         self.accepted_tokens += accepted
+        if lookup:
+            self.lookup_drafted_tokens += drafted
+            self.lookup_accepted_tokens += accepted
         for counts, upto in ((self.drafted_per_position, drafted), (self.accepted_per_position, accepted)):
             counts.extend([0] * (upto - len(counts)))
             for i in range(upto):
@@ -62,8 +69,14 @@ class SpeculativeLoop:
     ) -> None:
         self._config = config
         # Acceptance depends on the drafter and on how the target judges its drafts.
-        drafter = (config.draft, config.params.greedy, config.params.lenience)
-        self._adaptive_k = AdaptiveK(costs, drafter, config.k) if config.adaptive else None
+        judged = (config.params.greedy, config.params.lenience)
+        # An adaptive model-drafted stream also weighs prompt lookup over its own tokens: free where
+        # text repeats.
+        self._lookup = config.adaptive and config.draft == "model"
+        self._adaptive_k = (
+            AdaptiveK(costs, (config.draft, *judged), config.k, lookup=self._lookup, judged=judged)
+            if config.adaptive else None
+        )
         self._session_id = session_id
         self._draft = draft
         self._target = target
@@ -78,20 +91,32 @@ class SpeculativeLoop:
         while generated < budget:
             # Never draft past the budget: an iteration commits up to k + 1 tokens.
             limit = budget - generated - 1
-            k = self._adaptive_k.choose(limit) if self._adaptive_k else min(self._config.k, limit)
+            match_n, continuation = (
+                find_ngram(committed, self._config.k, min_ngram=LOOKUP_MIN_NGRAM) if self._lookup else (0, [])
+            )
+            if self._adaptive_k:
+                plan = self._adaptive_k.choose(limit, match_n, len(continuation))
+            else:
+                plan = Plan(min(self._config.k, limit))
             with tracer.start_as_current_span("specdec.iteration") as span:
-                new_tokens = await self._iteration(committed, k, span)
+                new_tokens = await self._iteration(committed, plan, continuation, span)
             committed += new_tokens
             generated += len(new_tokens)
             yield new_tokens
 
-    async def _iteration(self, committed: list[int], k: int, span: trace.Span) -> list[int]:
-        """propose -> score -> accept/correct; returns the tokens it commits."""
+    async def _iteration(self, committed: list[int], plan: Plan, continuation: list[int], span: trace.Span) -> list[int]:
+        """propose -> score -> accept/correct; returns the tokens it commits. A lookup plan's drafts
+        are the first k tokens of `continuation`."""
         config, meter = self._config, self._stats.meter
         greedy, lenience = config.params.greedy, config.params.lenience
         draft_before, target_before = meter.draft_seconds, meter.target_seconds
+        k = plan.k
         proposal = Proposal([], None)
-        if k > 0:
+        if plan.lookup_n:  # deterministic proposals: q is one-hot at each
+            looked_up = continuation[:k]
+            q_rows = None if greedy else one_hot_rows(torch.tensor(looked_up), self._target.info.vocab_size)
+            proposal = Proposal(looked_up, q_rows)
+        elif k > 0:
             # Greedy drafting draws nothing: the seed only makes sampled drafts reproducible.
             seed = 0 if greedy else int(torch.randint(_SEED_BOUND, (1,), generator=self._generator))
             try:
@@ -115,14 +140,16 @@ class SpeculativeLoop:
             token = correct(decode_rows(p_next, self._target.info.vocab_size)[0], q[n] if n < len(drafts) else None,
                             greedy=greedy, lenience=lenience, generator=self._generator)
         tokens = drafts[:n] + [token]
-        self._stats.record(drafted=len(drafts), accepted=n)
+        self._stats.record(drafted=len(drafts), accepted=n, lookup=bool(plan.lookup_n))
         if self._adaptive_k:
             self._adaptive_k.observe(
-                k, len(drafts), n, meter.draft_seconds - draft_before, meter.target_seconds - target_before
+                k, len(drafts), n, meter.draft_seconds - draft_before, meter.target_seconds - target_before,
+                lookup_n=plan.lookup_n,
             )
         metrics.record_iteration_soon(drafted=len(drafts), accepted=n)
         span.set_attributes({
             "specdec.k": k,
+            "specdec.lookup_ngram": plan.lookup_n,
             "specdec.drafted_tokens": len(drafts),
             "specdec.accepted_tokens": n,
             "specdec.committed_tokens": len(tokens),

@@ -196,4 +196,6 @@ def _stats_message(
         wire_bytes=meter.wire_bytes,
         draft_compute_seconds=meter.draft_compute_seconds,
         target_compute_seconds=meter.target_compute_seconds,
+        lookup_drafted_tokens=stats.lookup_drafted_tokens,
+        lookup_accepted_tokens=stats.lookup_accepted_tokens,
     )

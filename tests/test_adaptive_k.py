@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.adaptive_k import AcceptanceRates, AdaptiveK, CallCost, CostModel, expected_tokens
+from orchestrator.adaptive_k import AcceptanceRates, AdaptiveK, CallCost, CostModel, Plan, expected_tokens
 
 
 def test_expected_tokens_is_the_papers_formula_for_one_alpha():
@@ -67,15 +67,15 @@ def adaptive(model: CostModel, alpha: float, steps: int = 60) -> AdaptiveK:
 
 
 def test_cheap_verification_and_good_drafts_push_k_up():
-    assert adaptive(costs(target_slope=0.0, draft_per_token=0.002), alpha=1.0).choose(limit=100) == 8
+    assert adaptive(costs(target_slope=0.0, draft_per_token=0.002), alpha=1.0).choose(limit=100).k == 8
 
 
 def test_useless_drafts_fall_back_to_plain_decoding():
-    assert adaptive(costs(target_slope=0.1, draft_per_token=0.004), alpha=0.0).choose(limit=100) == 0
+    assert adaptive(costs(target_slope=0.1, draft_per_token=0.004), alpha=0.0).choose(limit=100).k == 0
 
 
 def test_k_never_exceeds_the_remaining_budget():
-    assert adaptive(costs(target_slope=0.0, draft_per_token=0.002), alpha=1.0).choose(limit=3) == 3
+    assert adaptive(costs(target_slope=0.0, draft_per_token=0.002), alpha=1.0).choose(limit=3).k == 3
 
 
 def test_a_stream_the_draft_predicts_badly_drafts_less_then_falls_back_to_the_shared_rates():
@@ -87,7 +87,7 @@ def test_a_stream_the_draft_predicts_badly_drafts_less_then_falls_back_to_the_sh
     for _ in range(30):
         bad.observe(8, 8, 0, model.draft_seconds(8), model.target_seconds(8))
     fresh = AdaptiveK(model, "model", max_k=8)
-    assert bad.factor < 0.75 and 0 < bad.choose(limit=100) < fresh.choose(limit=100) == 6
+    assert bad.factor < 0.75 and 0 < bad.choose(limit=100).k < fresh.choose(limit=100).k == 6
     for _ in range(60):
         bad.observe(0, 0, 0, 0.0, model.target_seconds(0))  # plain decoding iterations: no new evidence
     assert bad.factor == pytest.approx(1.0, abs=0.05)
@@ -96,8 +96,8 @@ def test_a_stream_the_draft_predicts_badly_drafts_less_then_falls_back_to_the_sh
 def test_a_drafter_every_stream_gave_up_on_is_retried():
     model = costs(target_slope=0.1, draft_per_token=0.004)
     chooser = adaptive(model, alpha=0.0, steps=100)
-    assert chooser.choose(limit=100) == 0
-    retried_after = next(i for i in range(5000) if chooser.observe(0, 0, 0, 0.0, 0.08) or chooser.choose(limit=100))
+    assert chooser.choose(limit=100).k == 0
+    retried_after = next(i for i in range(5000) if chooser.observe(0, 0, 0, 0.0, 0.08) or chooser.choose(limit=100).k)
     assert 100 < retried_after < 5000
 
 
@@ -106,7 +106,7 @@ def test_a_new_drafter_is_probed_at_two_k_values_first_after_the_prefill():
     chooser = AdaptiveK(model, "model", max_k=8)
     ks = []
     for draft_s, target_s in ((0.05, 0.6), (None, 0.06), (None, 0.07)):  # the first call also prefills
-        k = chooser.choose(limit=100)
+        k = chooser.choose(limit=100).k
         chooser.observe(k, k, 0, draft_s or 0.004 * k, target_s)
         ks.append(k)
     assert ks == [1, 1, 3]  # the prefill measured nothing, so k = 1 is probed again
@@ -126,3 +126,34 @@ def test_call_cost_compares_k_values_measured_at_different_speeds():
     # (a plain mean per k would say 0.060 and make k = 2 look 43% dearer, not 10%).
     assert cost.predict(1) > 0.060 * 1.15
     assert cost.predict(2) / cost.predict(1) < 1.25
+
+
+def test_a_prompt_lookup_match_is_sent_when_it_promises_more_than_the_draft_model():
+    model = costs(target_slope=0.1, draft_per_token=0.004)
+    chooser = AdaptiveK(model, "model", max_k=8, lookup=True, judged="greedy")
+    for _ in range(100):  # 3-gram matches: the first two of their continuation are accepted
+        chooser.observe(4, 4, 2, 0.0, model.target_seconds(4), lookup_n=3)
+        chooser.observe(0, 0, 0, 0.0, model.target_seconds(0))  # on other iterations, nothing drafted
+    plan = chooser.choose(limit=100, match_n=3, match_len=8)
+    assert plan.lookup_n == 3 and 2 <= plan.k <= 3
+    assert chooser.choose(limit=100, match_n=3, match_len=1) == Plan(1, 3)  # no more than the match has
+    assert chooser.choose(limit=100).lookup_n == 0  # no match: the draft model's plan
+    for _ in range(200):  # 2-gram matches are never accepted
+        chooser.observe(2, 2, 0, 0.0, model.target_seconds(2), lookup_n=2)
+    assert chooser.choose(limit=100, match_n=2, match_len=8).lookup_n == 0
+    assert chooser.choose(limit=100, match_n=1, match_len=8).lookup_n == 0  # 1-grams are never weighed
+    # Only a stream with lookup on weighs it.
+    assert AdaptiveK(model, "model", max_k=8).choose(limit=100, match_n=3, match_len=8).lookup_n == 0
+
+
+def test_a_probe_the_budget_does_not_allow_is_put_off_not_repeated_forever():
+    model = CostModel()
+    chooser = AdaptiveK(model, "model", max_k=8)
+    ks = []
+    for _ in range(4):  # short requests, at most 2 drafts each, from a draft as slow as the target
+        plan = chooser.choose(limit=2)
+        chooser.observe(plan.k, plan.k, 0, 0.1 * plan.k, 0.06)
+        ks.append(plan.k)
+    assert ks == [1, 1, 0, 0]  # k = 1 probed (its first call prefilled); k = 3 does not fit, so no probe
+    assert AdaptiveK(CostModel(), "model", max_k=8).choose(limit=0).k == 0  # no room, nothing measured yet
+    assert chooser.choose(limit=100).k == 3  # a longer request probes it

@@ -44,8 +44,12 @@ def exact_joint(target_dir, params: SamplingParams) -> torch.Tensor:
     return p1[:, None] * p2
 
 
-async def sampled_joint(address: str, params: SamplingParams, draft: str, vocab: int) -> torch.Tensor:
+async def sampled_joint(
+    address: str, params: SamplingParams, draft: str, k: int, vocab: int
+) -> tuple[torch.Tensor, int]:
+    """Counts of (t1, t2) over SAMPLES seeds, and how many drafts came from prompt lookup."""
     counts = torch.zeros(vocab, vocab)
+    looked_up = 0
     async with grpc.aio.insecure_channel(address) as channel:
         stub = generation_pb2_grpc.GenerationStub(channel)
         limit = asyncio.Semaphore(16)
@@ -53,15 +57,18 @@ async def sampled_joint(address: str, params: SamplingParams, draft: str, vocab:
         async def one(seed: int) -> None:
             request = generation_pb2.GenerateRequest(
                 prompt_token_ids=PROMPT, max_new_tokens=3, temperature=params.temperature, top_p=params.top_p,
-                top_k=params.top_k, lenience=params.lenience, seed=seed, num_speculative_tokens=2, draft=draft,
+                top_k=params.top_k, lenience=params.lenience, seed=seed, num_speculative_tokens=k, draft=draft,
                 ignore_eos=True,
             )
+            nonlocal looked_up
             async with limit:
-                tokens = [t async for chunk in stub.Generate(request, timeout=60) for t in chunk.token_ids]
+                chunks = [chunk async for chunk in stub.Generate(request, timeout=60)]
+            tokens = [t for chunk in chunks for t in chunk.token_ids]
             counts[tokens[0], tokens[1]] += 1
+            looked_up += chunks[-1].stats.lookup_drafted_tokens
 
         await asyncio.gather(*(one(seed) for seed in range(SAMPLES)))
-    return counts
+    return counts, looked_up
 
 
 def chi_square_pvalue(counts: torch.Tensor, probs: torch.Tensor) -> float:
@@ -77,20 +84,23 @@ def chi_square_pvalue(counts: torch.Tensor, probs: torch.Tensor) -> float:
     return float(chisquare(observed.numpy(), expected.numpy()).pvalue)
 
 
-CASES = {
-    "temperature 1": (SamplingParams(temperature=1.0), "model"),
-    "temperature 0.7, top-k 4": (SamplingParams(temperature=0.7, top_k=4), "model"),
-    "temperature 1.3, top-p 0.8": (SamplingParams(temperature=1.3, top_p=0.8), "model"),
-    "n-gram draft, temperature 0.8": (SamplingParams(temperature=0.8), "ngram"),
+CASES = {  # sampling, drafter, k
+    "temperature 1": (SamplingParams(temperature=1.0), "model", 2),
+    "temperature 0.7, top-k 4": (SamplingParams(temperature=0.7, top_k=4), "model", 2),
+    "temperature 1.3, top-p 0.8": (SamplingParams(temperature=1.3, top_p=0.8), "model", 2),
+    "n-gram draft, temperature 0.8": (SamplingParams(temperature=0.8), "ngram", 2),
+    # Adaptive k weighs prompt lookup too: the prompt's repeated "ab" offers "cab" as a proposal.
+    "adaptive k with prompt lookup, temperature 1": (SamplingParams(temperature=1.0), "model", 0),
 }
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_speculative_sampling_matches_the_target_distribution(tiny_stack, tiny_target, case):
-    params, draft = CASES[case]
+    params, draft, k = CASES[case]
     exact = exact_joint(tiny_target, params)
-    counts = asyncio.run(sampled_joint(tiny_stack.address, params, draft, exact.shape[0]))
+    counts, looked_up = asyncio.run(sampled_joint(tiny_stack.address, params, draft, k, exact.shape[0]))
     assert counts.sum() == SAMPLES
+    assert (looked_up > 0) == (k == 0)  # adaptive k sent some prompt-lookup proposals
     assert chi_square_pvalue(counts, exact) > 1e-3
 
 
@@ -98,5 +108,5 @@ def test_lenient_acceptance_is_detected(tiny_stack, tiny_target):
     """The negative control: lenience 0.5 favours the draft, and the test must see it."""
     params = SamplingParams(temperature=1.0, lenience=0.5)
     exact = exact_joint(tiny_target, SamplingParams(temperature=1.0))
-    counts = asyncio.run(sampled_joint(tiny_stack.address, params, "model", exact.shape[0]))
+    counts, _ = asyncio.run(sampled_joint(tiny_stack.address, params, "model", 2, exact.shape[0]))
     assert chi_square_pvalue(counts, exact) < 1e-6

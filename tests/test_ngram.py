@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from specdec.ngram import propose_ngram
+from specdec.ngram import find_ngram, propose_ngram
 
 
 def test_proposes_the_continuation_of_the_latest_earlier_occurrence():
@@ -15,6 +15,7 @@ def test_prefers_the_longer_ngram_over_a_later_shorter_match():
     seq = [3, 4, 10, 11, 7, 4, 20, 3, 4]
     assert propose_ngram(seq, k=2) == [10, 11]
     assert propose_ngram(seq, k=2, max_ngram=1) == [20, 3]
+    assert find_ngram(seq, k=2) == (2, [10, 11])  # with the length of the match it continues
 
 
 def test_returns_at_most_k_tokens():
@@ -27,6 +28,7 @@ def test_returns_empty_without_a_match_or_when_too_short():
     assert propose_ngram([1, 2, 3, 4], k=3) == []
     assert propose_ngram([7], k=3) == []
     assert propose_ngram([], k=3) == []
+    assert find_ngram([1, 2, 3, 4], k=3) == (0, [])
 
 
 def test_continuation_running_into_the_end_of_the_sequence_is_cut_short():

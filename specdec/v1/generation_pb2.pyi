@@ -57,7 +57,7 @@ class GenerateResponse(_message.Message):
     def __init__(self, text: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., finish_reason: _Optional[str] = ..., stats: _Optional[_Union[GenerationStats, _Mapping]] = ...) -> None: ...
 
 class GenerationStats(_message.Message):
-    __slots__ = ("prompt_tokens", "generated_tokens", "drafted_tokens", "accepted_tokens", "target_calls", "acceptance_rate", "mean_accepted_tokens", "accepted_per_position", "drafted_per_position", "draft", "draft_model", "elapsed_seconds", "time_to_first_token_seconds", "tokens_per_second", "draft_seconds", "target_seconds", "wire_bytes", "draft_compute_seconds", "target_compute_seconds")
+    __slots__ = ("prompt_tokens", "generated_tokens", "drafted_tokens", "accepted_tokens", "target_calls", "acceptance_rate", "mean_accepted_tokens", "accepted_per_position", "drafted_per_position", "draft", "draft_model", "elapsed_seconds", "time_to_first_token_seconds", "tokens_per_second", "draft_seconds", "target_seconds", "wire_bytes", "draft_compute_seconds", "target_compute_seconds", "lookup_drafted_tokens", "lookup_accepted_tokens")
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     GENERATED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     DRAFTED_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +77,8 @@ class GenerationStats(_message.Message):
     WIRE_BYTES_FIELD_NUMBER: _ClassVar[int]
     DRAFT_COMPUTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     TARGET_COMPUTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    LOOKUP_DRAFTED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    LOOKUP_ACCEPTED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     prompt_tokens: int
     generated_tokens: int
     drafted_tokens: int
@@ -96,4 +98,6 @@ class GenerationStats(_message.Message):
     wire_bytes: int
     draft_compute_seconds: float
     target_compute_seconds: float
-    def __init__(self, prompt_tokens: _Optional[int] = ..., generated_tokens: _Optional[int] = ..., drafted_tokens: _Optional[int] = ..., accepted_tokens: _Optional[int] = ..., target_calls: _Optional[int] = ..., acceptance_rate: _Optional[float] = ..., mean_accepted_tokens: _Optional[float] = ..., accepted_per_position: _Optional[_Iterable[int]] = ..., drafted_per_position: _Optional[_Iterable[int]] = ..., draft: _Optional[str] = ..., draft_model: _Optional[str] = ..., elapsed_seconds: _Optional[float] = ..., time_to_first_token_seconds: _Optional[float] = ..., tokens_per_second: _Optional[float] = ..., draft_seconds: _Optional[float] = ..., target_seconds: _Optional[float] = ..., wire_bytes: _Optional[int] = ..., draft_compute_seconds: _Optional[float] = ..., target_compute_seconds: _Optional[float] = ...) -> None: ...
+    lookup_drafted_tokens: int
+    lookup_accepted_tokens: int
+    def __init__(self, prompt_tokens: _Optional[int] = ..., generated_tokens: _Optional[int] = ..., drafted_tokens: _Optional[int] = ..., accepted_tokens: _Optional[int] = ..., target_calls: _Optional[int] = ..., acceptance_rate: _Optional[float] = ..., mean_accepted_tokens: _Optional[float] = ..., accepted_per_position: _Optional[_Iterable[int]] = ..., drafted_per_position: _Optional[_Iterable[int]] = ..., draft: _Optional[str] = ..., draft_model: _Optional[str] = ..., elapsed_seconds: _Optional[float] = ..., time_to_first_token_seconds: _Optional[float] = ..., tokens_per_second: _Optional[float] = ..., draft_seconds: _Optional[float] = ..., target_seconds: _Optional[float] = ..., wire_bytes: _Optional[int] = ..., draft_compute_seconds: _Optional[float] = ..., target_compute_seconds: _Optional[float] = ..., lookup_drafted_tokens: _Optional[int] = ..., lookup_accepted_tokens: _Optional[int] = ...) -> None: ...
