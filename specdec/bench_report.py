@@ -44,6 +44,7 @@ def summarize(results: dict[Config, Results], baseline: Results, peers: Peers | 
         expected = (1 - alpha ** (mean_k + 1)) / (1 - alpha) if alpha < 1 else mean_k + 1
         row.update({
             "acceptance_rate": alpha,
+            "lookup_drafted_share": r.total("lookup_drafted_tokens") / drafted if drafted else 0.0,
             "tokens_per_target_call": generated / calls,
             "mean_k": mean_k,
             "c": c,

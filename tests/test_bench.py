@@ -27,6 +27,7 @@ def test_bench_runs_every_configuration_and_writes_its_reports(tiny_target, tiny
     assert [name for name in exact if not rows[name]["same_as_target"]] == []
     assert rows["draft=none"]["speedup"] == 1.0 and rows["draft=none"]["tokens_per_target_call"] == 1.0
     assert rows["model k=3"]["mean_k"] <= 3 and 0 <= rows["model k=3"]["acceptance_rate"] <= 1
+    assert rows["model k=3"]["lookup_drafted_share"] == 0 and 0 <= rows["model adaptive k"]["lookup_drafted_share"] <= 1
     lenient = rows["model adaptive k, lenience 0.5"]
     assert 0 <= lenient["agreement_with_exact"] <= 1 and lenient["target_mean_log_likelihood"] < 0
     categories = {(row["category"], row["drafter"]): row for row in report["by_category"]}
