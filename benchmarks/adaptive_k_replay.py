@@ -5,9 +5,10 @@ judged over many noise draws before it is measured for real.
 Greedy speculative decoding is a function of where the draft's argmax agrees with the target's
 greedy answer, so `collect` records that per answer position for each prompt (teacher-forced, one
 forward pass per prompt and model), and what prompt lookup finds there: the n-gram length, how many
-tokens of its continuation match the answer, and how many it has. `replay` then runs the prompts in `specdec bench`'s order
-(every prompt, `--repeats` times) through the real AdaptiveK with one shared CostModel, charging
-each iteration measured costs: per-call milliseconds from `specdec bench` on the dev VM by default.
+tokens of its continuation match the answer, and how many it has. `replay` then runs the prompts in
+`specdec bench`'s order (every prompt, `--repeats` times) through the real AdaptiveK, prompt lookup
+on, with one shared CostModel, charging each iteration measured costs: per-call milliseconds from
+`specdec bench` on the dev VM by default.
 The machine's drift is modelled as a speed factor per run, shared by the adaptive and the fixed
 run of the same prompt (the bench interleaves them), plus per-call jitter and rare stalls.
 
@@ -84,7 +85,8 @@ def run_stream(record: dict, chooser: AdaptiveK | None, fixed_k: int, speed: flo
                 accepted += 1
         stall = 1.5 if rng.random() < 0.02 else 1.0
         drafted_by_model = k and not plan.lookup_n
-        draft_ms = (DRAFT_MS_FIXED + DRAFT_MS_PER_TOKEN * k if drafted_by_model else 0.0) * speed * rng.uniform(0.9, 1.1) * stall
+        draft_ms = DRAFT_MS_FIXED + DRAFT_MS_PER_TOKEN * k if drafted_by_model else 0.0
+        draft_ms *= speed * rng.uniform(0.9, 1.1) * stall
         target_ms = TARGET_MS[k] * speed * rng.uniform(0.9, 1.1) * target_prefill
         if drafted_by_model:
             draft_ms *= draft_prefill
@@ -105,7 +107,9 @@ def replay_once(records: list[dict], seed: int, fixed_k: int | None, repeats: in
     for run, record in enumerate(record for _ in range(repeats) for record in records):
         rng = random.Random(seed * 100_000 + run)  # the same draws for the adaptive and the fixed run
         speed = speeds.uniform(0.85, 1.15) * rng.uniform(0.97, 1.03)
-        chooser = AdaptiveK(costs, ("model", True, 1.0), MAX_K, lookup=True, judged=(True, 1.0)) if fixed_k is None else None
+        chooser = None if fixed_k is not None else AdaptiveK(
+            costs, ("model", True, 1.0), MAX_K, lookup=True, judged=(True, 1.0)
+        )
         result.append(run_stream(record, chooser, fixed_k or 0, speed, rng))
     return result
 

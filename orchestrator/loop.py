@@ -104,7 +104,9 @@ class SpeculativeLoop:
             generated += len(new_tokens)
             yield new_tokens
 
-    async def _iteration(self, committed: list[int], plan: Plan, continuation: list[int], span: trace.Span) -> list[int]:
+    async def _iteration(
+        self, committed: list[int], plan: Plan, continuation: list[int], span: trace.Span
+    ) -> list[int]:
         """propose -> score -> accept/correct; returns the tokens it commits. A lookup plan's drafts
         are the first k tokens of `continuation`."""
         config, meter = self._config, self._stats.meter
