@@ -180,10 +180,11 @@ class _Source:
         return [min(a * self.factor, _MAX_RATE) for a in self.stats.acceptance.rates()]
 
     def observe(self, drafted: int, accepted: int) -> None:
-        shared = self.stats.acceptance.rates()
         tested = min(accepted + 1, drafted)
+        # An unused source (most of them, each iteration) tested nothing: no rates to compute.
+        forecast = sum(self.stats.acceptance.rates()[:tested]) if tested else 0.0
         self._accepted = _STREAM_DECAY * self._accepted + accepted
-        self._expected = _STREAM_DECAY * self._expected + sum(shared[:tested])
+        self._expected = _STREAM_DECAY * self._expected + forecast
         self.stats.acceptance.observe(drafted, accepted)
 
 
