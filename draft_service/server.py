@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from draft_service.servicer import DraftServicer
-from specdec.hosted_model import HostedModel, ModelOptions
-from specdec.serving import ServerSpec
+from specdec.runtime.hosted_model import HostedModel, ModelOptions
+from specdec.runtime.serving import ServerSpec
 from specdec.v1 import draft_pb2, draft_pb2_grpc
 
 

@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 import grpc
 
 from draft_service.drafter import propose_with_model, propose_with_ngram
-from specdec import metrics
-from specdec.hosted_model import HostedModel
-from specdec.serving import FailedPrecondition, ModelWorker, answer_each, map_errors, timed
+from specdec.runtime import service_metrics
+from specdec.runtime.errors import FailedPrecondition
+from specdec.runtime.hosted_model import HostedModel
+from specdec.runtime.serving import ModelWorker, answer_each, timed
+from specdec.runtime.validation import check_tokens, sampling_from_proto
+from specdec.runtime.wire import encode_rows
 from specdec.v1 import common_pb2, draft_pb2, draft_pb2_grpc
-from specdec.validation import check_tokens, sampling_from_proto
-from specdec.wire import encode_rows
 
 NGRAM_MAX_K = 64  # the n-gram drafter costs nothing per token; only the target bounds its k
 
@@ -22,11 +23,9 @@ class DraftServicer(draft_pb2_grpc.DraftServicer):
         self._model = model
         self._worker = ModelWorker()
 
-    @map_errors
     async def Propose(self, request: draft_pb2.ProposeRequest, context: grpc.aio.ServicerContext):
         return await self._propose(request)
 
-    @map_errors
     async def ProposeStream(
         self, requests: AsyncIterator[draft_pb2.ProposeStreamRequest], context: grpc.aio.ServicerContext
     ):
@@ -54,13 +53,13 @@ class DraftServicer(draft_pb2_grpc.DraftServicer):
         # Greedy q is one-hot at each proposed token: the tokens say it all.
         rows = None if params.greedy else encode_rows(proposal.q)
         reply = draft_pb2.ProposeResponse(token_ids=proposal.token_ids, probs=rows, compute_seconds=seconds)
-        metrics.record_model_call_soon("Propose", seconds, self._model.lm if self._model else None)
+        service_metrics.record_model_call_soon("Propose", seconds, self._model.lm if self._model else None)
         return reply
 
     async def EndSession(self, request: draft_pb2.DraftEndSessionRequest, context: grpc.aio.ServicerContext):
         if self._model is not None:
             await self._worker.run(0, self._model.lm.end_session, request.session_id)
-            metrics.observe_cache(self._model.lm)
+            service_metrics.observe_cache(self._model.lm)
         return draft_pb2.DraftEndSessionResponse()
 
     async def GetModelInfo(self, request: draft_pb2.DraftGetModelInfoRequest, context: grpc.aio.ServicerContext):

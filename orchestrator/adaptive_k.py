@@ -16,7 +16,7 @@ estimates:
   the draft predicts well (or badly) drafts more (or less), and one that stopped drafting falls
   back to the shared rates and tries again.
 
-A stream drafted by a model also has a drafter that costs nothing: prompt lookup (specdec.ngram)
+A stream drafted by a model also has a drafter that costs nothing: prompt lookup (specdec.runtime.ngram)
 over its own tokens, run here, with no draft call. Where the text repeats an earlier n-gram, its
 continuation is a proposal whose only cost is verifying it, accepted more often the longer the
 match. Each iteration weighs sending j tokens of that continuation (rates kept per match length n)
@@ -29,7 +29,7 @@ import math
 from collections.abc import Hashable
 from typing import NamedTuple
 
-from specdec.ngram import MAX_NGRAM
+from specdec.runtime.ngram import MAX_NGRAM
 
 _SCALE_WEIGHT = 0.1  # of each call in the cost scale: the machine's speed drifts within seconds
 _SHAPE_WEIGHT = 0.05  # of each call in its k's relative cost, once 20 were seen
@@ -42,8 +42,9 @@ _EXPLORATION = 0.1  # optimism per 1/sqrt(tests) in each shared rate
 _PRIOR_RELATIVE_SLOPE = 0.1  # until two k values are seen: each draft adds 10% to a call
 _MAX_RATE = 0.99
 _PROBES = (1, 3)  # the k values tried first, once per drafter and orchestrator
-# A lone repeated token predicts what follows it no better than the draft model does (the
-# continuation's first token was right 12-34% of the time per category of dev.jsonl).
+# Only matches this long are weighed against the draft model: a lone repeated token predicts what
+# follows it no better than the model does (the continuation's first token was right 12-34% of the
+# time per category of dev.jsonl).
 LOOKUP_MIN_NGRAM = 2
 
 

@@ -11,13 +11,13 @@ from typing import Generic, TypeVar
 import grpc
 import torch
 
-from specdec import telemetry
-from specdec.sampling import SamplingParams
-from specdec.serving import CHANNEL_OPTIONS
-from specdec.speculative import Proposal
+from specdec.runtime import telemetry
+from specdec.runtime.sampling import SamplingParams
+from specdec.runtime.serving import CHANNEL_OPTIONS
+from specdec.runtime.speculative import Proposal
+from specdec.runtime.validation import sampling_to_proto
+from specdec.runtime.wire import decode_rows
 from specdec.v1 import common_pb2, draft_pb2, draft_pb2_grpc, target_pb2, target_pb2_grpc
-from specdec.validation import sampling_to_proto
-from specdec.wire import decode_rows
 
 DRAFT_METHODS = {"model": draft_pb2.DRAFT_METHOD_MODEL, "ngram": draft_pb2.DRAFT_METHOD_NGRAM}
 
@@ -41,7 +41,7 @@ class SessionStreams(Generic[Request, Reply]):
     """Calls a bidirectional streaming method as if it were unary, on one stream per session that
     stays open between the session's calls: each request gets one reply, in order.
 
-    A message on an open stream costs less than a unary call (benchmarks/rpc_floor.py: 0.3-0.7 ms
+    A message on an open stream costs less than a unary call (specdec/bench/rpc_floor.py: 0.3-0.7 ms
     less per step on a 2-vCPU VM), and the stream keeps a session on the replica that holds its
     prefix cache. Requests are self-describing, so when a stream opened before the call fails (its
     replica went away, its connection aged out) the request goes again on a fresh stream, to any

@@ -15,13 +15,12 @@ import torch
 from opentelemetry import trace
 
 from orchestrator import metrics
-from orchestrator.adaptive_k import LOOKUP_MIN_NGRAM, AdaptiveK, CostModel, Plan
+from orchestrator.adaptive_k import AdaptiveK, CostModel, Plan
 from orchestrator.clients import CallMeter, DraftClient, TargetClient
 from orchestrator.request import GenerationConfig
-from specdec.ngram import find_ngram
-from specdec.sampling import one_hot_rows
-from specdec.speculative import Proposal, correct, draw_uniforms
-from specdec.wire import decode_rows, row_argmax
+from specdec.runtime.ngram import find_ngram
+from specdec.runtime.speculative import Proposal, correct, draw_uniforms
+from specdec.runtime.wire import decode_rows, row_argmax
 
 log = logging.getLogger("specdec")
 
@@ -91,9 +90,7 @@ class SpeculativeLoop:
         while generated < budget:
             # Never draft past the budget: an iteration commits up to k + 1 tokens.
             limit = budget - generated - 1
-            match_n, continuation = (
-                find_ngram(committed, self._config.k, min_ngram=LOOKUP_MIN_NGRAM) if self._lookup else (0, [])
-            )
+            match_n, continuation = find_ngram(committed, self._config.k) if self._lookup else (0, [])
             if self._adaptive_k:
                 plan = self._adaptive_k.choose(limit, match_n, len(continuation))
             else:
@@ -116,8 +113,7 @@ class SpeculativeLoop:
         proposal = Proposal([], None)
         if plan.lookup_n:  # deterministic proposals: q is one-hot at each
             looked_up = continuation[:k]
-            q_rows = None if greedy else one_hot_rows(torch.tensor(looked_up), self._target.info.vocab_size)
-            proposal = Proposal(looked_up, q_rows)
+            proposal = Proposal(looked_up, None) if greedy else Proposal.one_hot(looked_up, self._target.info.vocab_size)
         elif k > 0:
             # Greedy drafting draws nothing: the seed only makes sampled drafts reproducible.
             seed = 0 if greedy else int(torch.randint(_SEED_BOUND, (1,), generator=self._generator))

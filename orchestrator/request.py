@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
-from specdec.sampling import SamplingParams
-from specdec.serving import FailedPrecondition, InvalidArgument
+from specdec.runtime.errors import FailedPrecondition, InvalidArgument
+from specdec.runtime.sampling import SamplingParams
+from specdec.runtime.validation import checked_sampling
 from specdec.v1 import generation_pb2
-from specdec.validation import checked_sampling
 
 DRAFT_KINDS = ("model", "ngram", "none")
 

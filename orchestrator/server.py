@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from orchestrator.clients import DraftClient, TargetClient, open_channel
 from orchestrator.servicer import GenerationServicer
-from specdec.models import load_tokenizer
-from specdec.serving import ServerSpec
+from specdec.runtime.models import load_tokenizer
+from specdec.runtime.serving import ServerSpec
 from specdec.v1 import generation_pb2, generation_pb2_grpc
 
 

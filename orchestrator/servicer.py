@@ -19,8 +19,8 @@ from orchestrator.loop import LoopStats, SpeculativeLoop
 from orchestrator.read_ahead import read_ahead
 from orchestrator.request import GenerationConfig, ServerDefaults, parse_request
 from orchestrator.text_stream import TextStream
-from specdec.models import tokenizer_fingerprint
-from specdec.serving import Unavailable, map_errors
+from specdec.runtime.errors import Unavailable
+from specdec.runtime.models import tokenizer_fingerprint
 from specdec.v1 import generation_pb2, generation_pb2_grpc
 
 log = logging.getLogger("specdec")
@@ -82,7 +82,6 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         log.info("target %s, draft %s (default %s, k=%s)", target_info.model, draft_info.model or "n-gram only",
                  default_draft, self._default_k or "adaptive")
 
-    @map_errors
     async def Generate(self, request: generation_pb2.GenerateRequest, context: grpc.aio.ServicerContext):
         if self._defaults is None:
             raise Unavailable("the orchestrator is still connecting to the draft and target services; retry shortly")

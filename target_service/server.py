@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from specdec.hosted_model import HostedModel, ModelOptions
-from specdec.serving import ServerSpec
+from specdec.runtime.hosted_model import HostedModel, ModelOptions
+from specdec.runtime.serving import ServerSpec
 from specdec.v1 import target_pb2, target_pb2_grpc
 from target_service.servicer import TargetServicer
 

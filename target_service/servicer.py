@@ -9,15 +9,16 @@ from dataclasses import dataclass
 import grpc
 import torch
 
-from specdec import metrics
-from specdec.cached_lm import CachedLM
-from specdec.hosted_model import HostedModel
-from specdec.sampling import SamplingParams, target_distribution
-from specdec.serving import InvalidArgument, ModelWorker, answer_each, map_errors
-from specdec.speculative import count_accepted
+from specdec.runtime import service_metrics
+from specdec.runtime.cached_lm import CachedLM
+from specdec.runtime.errors import InvalidArgument
+from specdec.runtime.hosted_model import HostedModel
+from specdec.runtime.sampling import SamplingParams, target_distribution
+from specdec.runtime.serving import ModelWorker, answer_each
+from specdec.runtime.speculative import count_accepted
+from specdec.runtime.validation import check_tokens, sampling_from_proto
+from specdec.runtime.wire import encode_rows
 from specdec.v1 import target_pb2, target_pb2_grpc
-from specdec.validation import check_tokens, sampling_from_proto
-from specdec.wire import encode_rows
 
 
 @dataclass(frozen=True)
@@ -47,11 +48,9 @@ class TargetServicer(target_pb2_grpc.TargetServicer):
         self._model = model
         self._worker = ModelWorker()
 
-    @map_errors
     async def Score(self, request: target_pb2.ScoreRequest, context: grpc.aio.ServicerContext):
         return await self._score(request)
 
-    @map_errors
     async def ScoreStream(
         self, requests: AsyncIterator[target_pb2.ScoreStreamRequest], context: grpc.aio.ServicerContext
     ):
@@ -78,12 +77,12 @@ class TargetServicer(target_pb2_grpc.TargetServicer):
         reply = target_pb2.ScoreResponse(
             num_accepted=verdict.num_accepted, probs=encode_rows(verdict.p_next[None]), compute_seconds=seconds
         )
-        metrics.record_model_call_soon("Score", seconds, self._model.lm)
+        service_metrics.record_model_call_soon("Score", seconds, self._model.lm)
         return reply
 
     async def EndSession(self, request: target_pb2.TargetEndSessionRequest, context: grpc.aio.ServicerContext):
         await self._worker.run(0, self._model.lm.end_session, request.session_id)
-        metrics.observe_cache(self._model.lm)
+        service_metrics.observe_cache(self._model.lm)
         return target_pb2.TargetEndSessionResponse()
 
     async def GetModelInfo(self, request: target_pb2.TargetGetModelInfoRequest, context: grpc.aio.ServicerContext):

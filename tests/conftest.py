@@ -1,13 +1,18 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from specdec.embedded import ensure_embedded_model
+from specdec.default_models import ensure_embedded_model
 from tests.tiny_models import char_tokenizer, save_tiny_lm
 
 TINY_CHARS = "abcdefg"  # + <eos>: an 8-token vocabulary, small enough to enumerate
+
+# The services the tests start as processes treat deprecations as errors too, as pyproject's
+# filterwarnings does in this process: a deprecated call fails its request, and the test.
+os.environ["PYTHONWARNINGS"] = "error::FutureWarning"
 
 
 @pytest.fixture(scope="session")

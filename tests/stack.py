@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from specdec.launcher import ROLES, LocalStack, StackSpec, free_port, start_process
+from specdec.cli.launcher import ROLES, LocalStack, StackSpec, free_port, start_process
 
 
 def start_service(role: str, *args: str) -> tuple[subprocess.Popen, str]:

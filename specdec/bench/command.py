@@ -1,0 +1,38 @@
+"""`specdec bench`'s command line; the benchmark itself (which loads torch) is imported when it runs."""
+
+from __future__ import annotations
+
+import argparse
+from importlib import resources
+from pathlib import Path
+
+DEFAULT_PROMPTS = resources.files("specdec.bench") / "dev.jsonl"
+
+
+def add_parser(commands) -> None:
+    bench = commands.add_parser("bench", help="benchmark specdec against draft=none and transformers, side by side")
+    bench.add_argument("--prompts", type=Path, default=DEFAULT_PROMPTS, help="JSONL, a `messages` list per line")
+    bench.add_argument("--limit", type=int, default=0, help="use only the first N prompts (0 = all)")
+    bench.add_argument("--repeats", type=int, default=1, help="run every prompt this many times per configuration")
+    bench.add_argument("--max-new-tokens", type=int, default=128)
+    bench.add_argument("--temperature", type=float, default=0.0)
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--target-model", default="default")
+    bench.add_argument("--draft-model", default="", help="a draft model ('' = only the n-gram drafter)")
+    bench.add_argument("--k", type=lambda s: [int(k) for k in s.split(",")], default=[2, 4, 6], help="fixed k values")
+    bench.add_argument("--ngram-k", type=lambda s: [int(k) for k in s.split(",") if k], default=[],
+                       help="fixed k values for the n-gram drafter too, e.g. 2,4")
+    bench.add_argument("--lenience", type=lambda s: [float(x) for x in s.split(",")], default=[1.0],
+                       help="lenience sweep for the model draft, e.g. 1,0.7,0.5")
+    bench.add_argument("--threads", type=int, default=0,
+                       help="torch threads for every model, services and peers alike (0 = torch's default); "
+                            "on a shared machine 1 avoids the collapse of oversubscribed thread pools")
+    bench.add_argument("--no-peers", dest="peers", action="store_false", help="skip the in-process transformers runs")
+    bench.add_argument("--out", type=Path, default=Path("bench-results"))
+    bench.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> None:
+    from specdec.bench.run import main
+
+    main(args)

@@ -1,0 +1,123 @@
+"""What one gRPC call costs beyond the server's work: the floor under `specdec bench`'s
+"orchestration + RPC" column.
+
+A stand-in Target service runs in its own process on loopback, served exactly like the real one
+(specdec.runtime.serving.start_server, a ModelWorker, the same channel options), but its "model" only
+sleeps. An asyncio client calls Score back to back and reports, per call, the wall time minus the
+compute_seconds the server reports, for a few amounts of server-side work, with the work run on
+the server's event loop (as the services run decode steps) and on its worker thread (as they run
+prefills). A call that follows tens of milliseconds of idling pays for waking the threads on both
+ends.
+
+A second table sends the same requests, with the work on the event loop, as unary calls and as
+messages on a session's open ScoreStream, the way the orchestrator sends them
+(orchestrator.clients.SessionStreams).
+
+    .venv/bin/python -m specdec.bench.rpc_floor [--calls 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import time
+
+import grpc
+
+from orchestrator.clients import SessionStreams
+from specdec.cli.launcher import free_port, wait_healthy
+from specdec.runtime.serving import CHANNEL_OPTIONS, ModelWorker, ServerSpec, answer_each, serve
+from specdec.v1 import common_pb2, target_pb2, target_pb2_grpc
+
+WORK_MS = (0.0, 6.0, 60.0)  # nothing, about a draft step, about a target step on a CPU
+
+
+class SleepingTarget(target_pb2_grpc.TargetServicer):
+    def __init__(self) -> None:
+        self._worker = ModelWorker()
+
+    async def Score(self, request: target_pb2.ScoreRequest, context: grpc.aio.ServicerContext):
+        return await self._score(request)
+
+    async def ScoreStream(self, requests, context: grpc.aio.ServicerContext):
+        async for reply in answer_each(requests, self._score, "floor.score"):
+            yield target_pb2.ScoreStreamResponse(response=reply)
+
+    async def _score(self, request: target_pb2.ScoreRequest) -> target_pb2.ScoreResponse:
+        _, seconds = await self._worker.run(len(request.draft_token_ids), time.sleep, request.uniforms[0])
+        probs = common_pb2.ProbRows(num_rows=1, vocab_size=1)
+        return target_pb2.ScoreResponse(num_accepted=0, probs=probs, compute_seconds=seconds)
+
+
+def score_request(work_s: float, new_tokens: int) -> target_pb2.ScoreRequest:
+    # The work rides in `uniforms` and the new tokens (which pick the thread) in the drafts, so one
+    # server serves every case.
+    return target_pb2.ScoreRequest(
+        session_id="floor", token_ids=list(range(200)), draft_token_ids=[0] * new_tokens, uniforms=[work_s]
+    )
+
+
+async def overheads_ms(address: str, work_s: float, new_tokens: int, calls: int, streaming: bool) -> list[float]:
+    request = score_request(work_s, new_tokens)
+    async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        stub = target_pb2_grpc.TargetStub(channel)
+        streams = SessionStreams(stub.ScoreStream, timeout_s=30)
+        message = target_pb2.ScoreStreamRequest(request=request)
+        result = []
+        for i in range(calls + 5):  # the first few warm the connection up
+            started = time.perf_counter()
+            if streaming:
+                reply = (await streams.call(request.session_id, message)).response
+            else:
+                reply = await stub.Score(request, timeout=30)
+            if i >= 5:
+                result.append(1000 * (time.perf_counter() - started - reply.compute_seconds))
+        await streams.close(request.session_id)
+        return result
+
+
+def table(address: str, calls: int, header: str, cases: list[tuple[int, bool]]) -> None:
+    """One row per amount of work, one column per (new tokens, streaming) case."""
+    print(header)
+    for work_ms in WORK_MS:
+        cells = []
+        for new_tokens, streaming in cases:
+            ms = sorted(asyncio.run(overheads_ms(address, work_ms / 1000, new_tokens, calls, streaming)))
+            cells.append(f"{statistics.median(ms):.2f} ({ms[len(ms) // 10]:.2f}–{ms[len(ms) * 9 // 10]:.2f})")
+        print(f"{work_ms:5.0f} ms    | " + " | ".join(f"{cell:22}" for cell in cells))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=60)
+    parser.add_argument("--serve-port", type=int, help=argparse.SUPPRESS)  # the server process
+    args = parser.parse_args()
+    if args.serve_port:
+        servicer = SleepingTarget()
+        spec = ServerSpec(
+            lambda server: target_pb2_grpc.add_TargetServicer_to_server(servicer, server),
+            [target_pb2.DESCRIPTOR.services_by_name["Target"].full_name],
+        )
+        asyncio.run(serve(spec, host="127.0.0.1", port=args.serve_port))
+        return
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", __spec__.name, "--serve-port", str(port)])
+    try:
+        wait_healthy("stand-in target", f"127.0.0.1:{port}", server, timeout_s=60)
+        address = f"127.0.0.1:{port}"
+        print("server work | per-call overhead, ms: median (p10–p90)")
+        table(address, args.calls, "            | work on the event loop | work on the worker thread",
+              [(0, False), (ModelWorker.INLINE_TOKENS + 1, False)])
+        print()
+        table(address, args.calls, "            | a unary call each time | a message on the session stream",
+              [(0, False), (0, True)])
+    finally:
+        server.terminate()
+        server.wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Starting the three services as local processes: what `specdec up`, `specdec bench` and the
+tests run (the same `specdec serve ...` commands compose and Kubernetes run)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import IO
+
+from specdec.cli.health import check_health
+
+ROLES = ("target", "draft", "orchestrator")
+DEFAULT_PORTS = {"orchestrator": 50051, "draft": 50052, "target": 50053}
+METRICS_PORT = 9464  # Prometheus; `specdec up` gives draft and target the next two
+
+
+class ServiceFailed(RuntimeError):
+    pass
+
+
+@dataclass
+class StackSpec:
+    target_model: str
+    draft_model: str = ""  # "" = n-gram drafting only
+    host: str = "127.0.0.1"
+    ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    metrics_ports: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ROLES, 0))  # 0 = off
+    model_flags: tuple[str, ...] = ()  # e.g. --dtype, --device, --threads for draft and target
+    orchestrator_flags: tuple[str, ...] = ()
+
+    def address(self, role: str) -> str:
+        return f"{self.host}:{self.ports[role]}"
+
+    def command(self, role: str) -> list[str]:
+        command = [sys.executable, "-m", "specdec", "serve", role, "--host", self.host,
+                   "--port", str(self.ports[role]), "--metrics-port", str(self.metrics_ports[role])]
+        if role == "orchestrator":
+            return [*command, "--draft-address", self.address("draft"), "--target-address", self.address("target"),
+                    "--tokenizer", self.target_model, *self.orchestrator_flags]
+        model = self.target_model if role == "target" else self.draft_model
+        return [*command, "--model", model, *self.model_flags]
+
+
+class LocalStack:
+    """Target and draft first, then the orchestrator; each started once the ones before are healthy."""
+
+    def __init__(self, spec: StackSpec, output: int | IO | None = None, log=print) -> None:
+        """output: where the services' output goes (None = ours, subprocess.PIPE = kept for stop())."""
+        self.spec = spec
+        self.processes: dict[str, subprocess.Popen] = {}
+        self._output = output
+        self._log = log
+
+    @property
+    def address(self) -> str:
+        return self.spec.address("orchestrator")
+
+    def start(self, timeout_s: float = 600.0) -> LocalStack:
+        try:
+            for group in (("target", "draft"), ("orchestrator",)):
+                for role in group:
+                    self.processes[role] = start_process(self.spec.command(role), self._output)
+                for role in group:
+                    wait_healthy(role, self.spec.address(role), self.processes[role], timeout_s)
+                    self._log(f"specdec: {role} is healthy on {self.spec.address(role)}")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def exited(self) -> list[str]:
+        return [role for role, process in self.processes.items() if process.poll() is not None]
+
+    def stop(self) -> dict[str, str]:
+        """Stops the front door first; returns each service's captured output."""
+        return {role: stop_process(self.processes[role]) for role in reversed(ROLES) if role in self.processes}
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def start_process(command: list[str], output: int | IO | None = None) -> subprocess.Popen:
+    stderr = None if output is None else subprocess.STDOUT
+    return subprocess.Popen(command, stdout=output, stderr=stderr, text=True, preexec_fn=_die_with_parent)
+
+
+def _die_with_parent() -> None:
+    """Linux: the service gets SIGTERM if the process that started it dies, so none is orphaned."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_healthy(role: str, address: str, process: subprocess.Popen, timeout_s: float = 600.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            output = process.stdout.read() if process.stdout else ""
+            raise ServiceFailed(f"the {role} service exited with code {process.returncode} while starting\n{output}")
+        if asyncio.run(check_health(address, timeout_s=1.0)):
+            return
+        time.sleep(0.25)
+    raise ServiceFailed(f"the {role} service did not become healthy within {timeout_s:.0f} s")
+
+
+def stop_process(process: subprocess.Popen, grace_s: float = 20.0) -> str:
+    """SIGTERM (the services drain in-flight calls), SIGKILL after `grace_s`; returns captured output."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.stdout.read() if process.stdout else ""

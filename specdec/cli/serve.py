@@ -1,0 +1,87 @@
+"""`specdec serve draft|target|orchestrator`: one service, what compose and Kubernetes run."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from specdec.cli.launcher import DEFAULT_PORTS, METRICS_PORT
+from specdec.default_models import DEFAULT_MODEL
+
+
+def add_parser(commands) -> None:
+    serve = commands.add_parser("serve", help="run one service (what compose and Kubernetes run)")
+    roles = serve.add_subparsers(dest="role", required=True)
+    for role in ("draft", "target", "orchestrator"):
+        parser = roles.add_parser(role)
+        parser.add_argument("--host", default="0.0.0.0")
+        parser.add_argument("--port", type=int, default=DEFAULT_PORTS[role])
+        parser.add_argument("--metrics-port", type=int, default=METRICS_PORT, help="Prometheus /metrics (0 = off)")
+        parser.add_argument("--max-connection-age-s", type=float, default=0.0,
+                            help="close client connections after this long so new replicas get traffic (0 = never)")
+        if role == "orchestrator":
+            parser.add_argument("--draft-address", default=f"localhost:{DEFAULT_PORTS['draft']}")
+            parser.add_argument("--target-address", default=f"localhost:{DEFAULT_PORTS['target']}")
+            parser.add_argument("--tokenizer", default=DEFAULT_MODEL, help="the target model's tokenizer")
+            parser.add_argument("--default-draft", choices=["model", "ngram", "none"], default=None,
+                                help="default: model when the draft service has one, else ngram")
+            parser.add_argument("--default-k", type=int, default=0, help="k when a request leaves it 0 (0 = adaptive)")
+            parser.add_argument("--max-adaptive-k", type=int, default=8, help="the largest k adaptive k picks")
+            parser.add_argument("--default-max-new-tokens", type=int, default=256)
+            parser.add_argument("--call-timeout-s", type=float, default=60.0, help="deadline for the reply to each draft or target step")
+        else:
+            parser.add_argument("--model", default=DEFAULT_MODEL if role == "target" else "",
+                                help="HF id, directory, .gguf file, 'default' or 'default-draft'"
+                                + (" ('' = n-gram only)" if role == "draft" else ""))
+            parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+            parser.add_argument("--device", default="cpu")
+            parser.add_argument("--max-k", type=int, default=16, help="largest k a call may ask for")
+            parser.add_argument("--cache-mb", type=int, default=1024, help="KV cache budget (LRU over sessions)")
+            parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+            parser.add_argument("--trust-remote-code", action="store_true")
+        parser.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from specdec.runtime import telemetry
+
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {args.role} %(levelname)s %(message)s")
+    telemetry.setup_tracing(f"specdec-{args.role}")
+    asyncio.run(_serve_role(args))
+
+
+async def _serve_role(args: argparse.Namespace) -> None:
+    from prometheus_client import start_http_server
+
+    from specdec.runtime.serving import serve
+
+    # The spec is built inside the event loop: gRPC aio channels bind to the loop they are made in.
+    if args.role == "orchestrator":
+        from orchestrator.server import OrchestratorOptions, orchestrator_server
+
+        spec = orchestrator_server(
+            OrchestratorOptions(
+                draft_address=args.draft_address,
+                target_address=args.target_address,
+                tokenizer=args.tokenizer,
+                default_draft=args.default_draft or "",
+                default_k=args.default_k,
+                max_adaptive_k=args.max_adaptive_k,
+                default_max_new_tokens=args.default_max_new_tokens,
+                call_timeout_s=args.call_timeout_s,
+            )
+        )
+    else:
+        from specdec.runtime.hosted_model import ModelOptions, configure_torch_threads
+
+        configure_torch_threads(args.threads)
+        options = ModelOptions(args.dtype, args.device, args.cache_mb, args.max_k, args.trust_remote_code)
+        if args.role == "draft":
+            from draft_service.server import draft_server as build
+        else:
+            from target_service.server import target_server as build
+        spec = build(args.model, options)
+    if args.metrics_port:
+        start_http_server(args.metrics_port)
+    await serve(spec, host=args.host, port=args.port, max_connection_age_s=args.max_connection_age_s)

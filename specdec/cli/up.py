@@ -1,0 +1,68 @@
+"""`specdec up`: draft, target and orchestrator as local processes, until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+
+from specdec.cli.launcher import DEFAULT_PORTS, METRICS_PORT, LocalStack, ServiceFailed, StackSpec
+from specdec.default_models import DEFAULT_DRAFT, DEFAULT_MODEL, ensure_embedded_model
+
+
+def add_parser(commands) -> None:
+    up = commands.add_parser("up", help="start draft, target and orchestrator on this machine")
+    up.add_argument("--target-model", default=DEFAULT_MODEL)
+    up.add_argument("--draft-model", default=DEFAULT_DRAFT,
+                    help="default-draft = the shipped distilled draft; '' = n-gram drafting only, no draft weights")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=DEFAULT_PORTS["orchestrator"])
+    up.add_argument("--draft-port", type=int, default=DEFAULT_PORTS["draft"])
+    up.add_argument("--target-port", type=int, default=DEFAULT_PORTS["target"])
+    up.add_argument("--metrics-port", type=int, default=METRICS_PORT,
+                    help="orchestrator's /metrics; draft and target use the next two ports (0 = off)")
+    up.add_argument("--default-k", type=int, default=0, help="0 = adaptive")
+    up.add_argument("--dtype", default="float32")
+    up.add_argument("--device", default="cpu")
+    up.set_defaults(func=_up)
+
+
+def _up(args: argparse.Namespace) -> None:
+    if DEFAULT_MODEL in (args.target_model, args.draft_model):
+        ensure_embedded_model()  # once, here, rather than raced by two services
+    spec = StackSpec(
+        target_model=args.target_model,
+        draft_model=args.draft_model,
+        host=args.host,
+        ports={"orchestrator": args.port, "draft": args.draft_port, "target": args.target_port},
+        # The orchestrator's metrics on --metrics-port, draft's and target's on the next two.
+        metrics_ports={role: args.metrics_port + offset if args.metrics_port else 0
+                       for offset, role in enumerate(("orchestrator", "draft", "target"))},
+        model_flags=("--dtype", args.dtype, "--device", args.device),
+        orchestrator_flags=("--default-k", str(args.default_k)),
+    )
+    stack = LocalStack(spec)
+    # Explicit handlers: a shell starts background jobs with SIGINT ignored, and `kill -INT` must still stop us.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
+    try:
+        stack.start()
+        print(f"\nspecdec is up: the Generation API listens on {stack.address} "
+              f"(target {args.target_model}, draft {args.draft_model or 'n-gram'}).\n"
+              f"Try: specdec generate --address {stack.address} \"Why is the sky blue?\"\n"
+              "Press Ctrl-C to stop.", flush=True)
+        while not stack.exited():
+            time.sleep(0.5)
+        print(f"specdec: {', '.join(stack.exited())} exited; stopping the stack", file=sys.stderr)
+        sys.exit(1)
+    except ServiceFailed as error:
+        sys.exit(f"specdec: {error}")
+    except KeyboardInterrupt:
+        print("\nspecdec: stopping ...", file=sys.stderr)
+    finally:
+        stack.stop()
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt

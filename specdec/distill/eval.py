@@ -1,0 +1,121 @@
+"""Measuring a draft against its target: greedy acceptance and draft cost c.
+
+- Greedy acceptance: the target answers each held-out prompt greedily; at every answer position
+  the draft, fed the target's own greedy prefix, agrees when its argmax is the target's token.
+- Greedy speculative acceptance for k: with greedy drafting, a block drafted at position i keeps
+  the drafts up to the first disagreement, so the per-position agreements above give each block's
+  accepted count exactly (capped at k); the target then adds one token (correction or bonus).
+- c: one draft decode step over one target decode step, both through CachedLM (what the services
+  run), with a KV cache of a ~100-token context, interleaved so machine drift hits both alike.
+
+    python -m specdec.distill.eval --draft DIR [--target default] [--prompts dev.jsonl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from specdec.runtime.cached_lm import CachedLM
+
+
+@torch.inference_mode()
+def target_greedy_answers(target, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int, batch_size: int = 32):
+    from specdec.distill.data import generate_batch
+
+    answers = []
+    for start in range(0, len(prompt_ids), batch_size):
+        records = generate_batch(target, tokenizer, prompt_ids[start : start + batch_size], 0.0, max_new_tokens, 1, seed=0)
+        answers += [r["answer"] for r in records]
+    return answers
+
+
+@torch.inference_mode()
+def agreement(draft, prompt: list[int], answer: list[int]) -> list[bool]:
+    """Per answer position: the draft's argmax after prompt + answer[:j] == answer[j]."""
+    device = next(draft.parameters()).device
+    ids = torch.tensor([prompt + answer[:-1]], device=device)
+    logits = draft(input_ids=ids).logits[0, len(prompt) - 1 :]  # [len(answer), V]
+    return (logits.argmax(-1).cpu() == torch.tensor(answer)).tolist()
+
+
+def speculative_greedy(matches: list[bool], k: int) -> tuple[int, int, int]:
+    """(drafted, accepted, target calls) for greedy speculative decoding of this answer with k drafts."""
+    drafted = accepted = calls = 0
+    i, n = 0, len(matches)
+    while i < n:
+        block = min(k, n - i - 1) if n - i > 1 else 0  # the target's last token needs no drafting
+        a = 0
+        while a < block and matches[i + a]:
+            a += 1
+        drafted += block
+        accepted += a
+        calls += 1
+        i += a + 1
+    return drafted, accepted, calls
+
+
+@torch.inference_mode()
+def step_costs(target, draft, context: list[int], steps: int = 40) -> tuple[float, float]:
+    """Median seconds of one decode step with a warm KV cache: (draft, target), interleaved."""
+    lms = {"draft": CachedLM(draft, 1 << 30), "target": CachedLM(target, 1 << 30)}
+    times = {"draft": [], "target": []}
+    for name, lm in lms.items():
+        lm.logits("s", context, 1)
+        lm.logits("s", context + [context[-1]], 1)  # warm-up
+    for i in range(steps):
+        for name, lm in (lms.items() if i % 2 == 0 else reversed(list(lms.items()))):
+            ids = context + [context[(i + 7) % len(context)]]
+            lm.logits("s", context, 1)  # back to the context (a crop), not timed
+            started = time.perf_counter()
+            lm.logits("s", ids, 1)
+            times[name].append(time.perf_counter() - started)
+    return statistics.median(times["draft"]), statistics.median(times["target"])
+
+
+def measure(target, draft, tokenizer, prompts: list[str], max_new_tokens: int = 128, k_values=(2, 3, 4, 6)) -> dict:
+    from specdec.distill.data import render
+
+    draft = draft.float().eval()
+    prompt_ids = [render(tokenizer, p) for p in prompts]
+    answers = target_greedy_answers(target, tokenizer, prompt_ids, max_new_tokens)
+    matches = [agreement(draft, p, a) for p, a in zip(prompt_ids, answers)]
+    flat = [m for ms in matches for m in ms]
+    result = {"prompts": len(prompts), "tokens_per_prompt": max_new_tokens, "positions": len(flat),
+              "greedy_acceptance": sum(flat) / len(flat)}
+    for k in k_values:
+        d, a, calls = map(sum, zip(*(speculative_greedy(m, k) for m in matches)))
+        result[f"spec_acceptance_k{k}"] = a / d
+        result[f"tokens_per_call_k{k}"] = len(flat) / calls
+    context = prompt_ids[0] + answers[0][:60]
+    draft_s, target_s = step_costs(target, draft, context)
+    result.update({"draft_step_ms": draft_s * 1e3, "target_step_ms": target_s * 1e3, "c": draft_s / target_s,
+                   "device": str(next(draft.parameters()).device), "threads": torch.get_num_threads()})
+    return result
+
+
+def main() -> None:
+    from specdec.distill.data import read_prompts
+    from specdec.runtime.models import load_model, load_tokenizer
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--draft", required=True)
+    parser.add_argument("--target", default="default")
+    parser.add_argument("--prompts", default="/work/shared/prompts/dev.jsonl")
+    parser.add_argument("--tokens", type=int, default=128)
+    args = parser.parse_args()
+    tokenizer = load_tokenizer(args.target)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    target = load_model(args.target)
+    draft = load_model(args.draft, "float32")
+    print(json.dumps(measure(target, draft, tokenizer, read_prompts(Path(args.prompts)), args.tokens), indent=2))
+
+
+if __name__ == "__main__":
+    main()

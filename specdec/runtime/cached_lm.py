@@ -1,0 +1,107 @@
+"""A causal LM behind a per-session prefix KV cache.
+
+Every request carries the full token sequence. The cache keeps, per session, the tokens it has
+keys/values for; a request reuses the longest common prefix and drops the rest (that drop is the
+rollback of rejected drafts). A session the replica never saw, or evicted, is recomputed from the
+tokens: slower, never wrong. Memory is bounded by a byte budget with LRU eviction.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache, PreTrainedModel
+
+
+@dataclass
+class _Session:
+    token_ids: list[int]  # the tokens whose keys/values `cache` holds
+    cache: DynamicCache
+    nbytes: int
+
+
+class CachedLM:
+    def __init__(self, model: PreTrainedModel, cache_budget_bytes: int) -> None:
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        self.cache_budget_bytes = cache_budget_bytes
+        self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        self._cached_bytes = 0  # kept as a running sum: metrics read it from another thread
+
+    @torch.inference_mode()
+    def logits(self, session_id: str, token_ids: list[int], num_logits: int) -> torch.Tensor:
+        """[num_logits, V] float32: the logits predicting each of the last `num_logits` positions' successors.
+
+        Row j is the model's output after token_ids[: len(token_ids) - num_logits + 1 + j].
+        """
+        session = self._pop(session_id)
+        # Positions whose logits we return must be computed now, so reuse stops short of them.
+        reusable = len(token_ids) - num_logits
+        if session is not None:
+            reuse = min(common_prefix_len(session.token_ids, token_ids), reusable)
+            cache = session.cache
+            drop = cache.get_seq_length() - reuse
+            if drop > 0 and cache.is_croppable:
+                cache.crop(-drop)
+            elif drop > 0:  # e.g. sliding-window caches: start over
+                reuse, cache = 0, DynamicCache(config=self.model.config)
+        else:
+            reuse, cache = 0, DynamicCache(config=self.model.config)
+
+        input_ids = torch.tensor([token_ids[reuse:]], dtype=torch.long, device=self.device)  # [1, S]
+        keep = {"logits_to_keep": num_logits} if self._keeps_logits else {}  # skip the LM head elsewhere
+        output = self.model(input_ids=input_ids, cache=cache, use_cache=True, **keep)
+        logits = output.logits[0, -num_logits:].float()  # [num_logits, V]
+
+        self._store(session_id, _Session(list(token_ids), cache, _cache_nbytes(cache)))
+        return logits
+
+    def uncached_len(self, session_id: str, token_ids: list[int]) -> int:
+        """How many of `token_ids` a call would run through the model: the rest come from the cache."""
+        session = self._sessions.get(session_id)
+        return len(token_ids) - (common_prefix_len(session.token_ids, token_ids) if session is not None else 0)
+
+    def end_session(self, session_id: str) -> None:
+        self._pop(session_id)
+
+    @property
+    def cached_bytes(self) -> int:
+        return self._cached_bytes
+
+    @property
+    def num_sessions(self) -> int:
+        return len(self._sessions)
+
+    def _pop(self, session_id: str) -> _Session | None:
+        session = self._sessions.pop(session_id, None)
+        if session is not None:
+            self._cached_bytes -= session.nbytes
+        return session
+
+    def _store(self, session_id: str, session: _Session) -> None:
+        self._sessions[session_id] = session  # most recently used last
+        self._cached_bytes += session.nbytes
+        while self._sessions and self._cached_bytes > self.cache_budget_bytes:
+            self._pop(next(iter(self._sessions)))
+
+
+def common_prefix_len(a: list[int], b: list[int]) -> int:
+    """How many leading tokens a and b share."""
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:  # the usual case, at C speed
+        return n
+    return next(i for i in range(n) if a[i] != b[i])
+
+
+def _cache_nbytes(cache: DynamicCache) -> int:
+    return sum(
+        tensor.numel() * tensor.element_size()
+        for layer in cache.layers
+        if layer.is_initialized
+        for tensor in (layer.keys, layer.values)
+    )

@@ -1,0 +1,60 @@
+"""Checks on what the draft and target services are asked, shared by both."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from specdec.runtime.errors import InvalidArgument
+from specdec.runtime.sampling import SamplingParams
+from specdec.v1 import common_pb2
+
+
+def checked_sampling(params: SamplingParams) -> SamplingParams:
+    """`params`, or InvalidArgument saying which setting is out of range."""
+    try:
+        params.validate()
+    except ValueError as error:
+        raise InvalidArgument(str(error)) from None
+    return params
+
+
+def sampling_from_proto(message: common_pb2.SamplingParams) -> SamplingParams:
+    return checked_sampling(SamplingParams(
+        temperature=message.temperature,
+        top_p=message.top_p or 1.0,  # proto3 default 0 means unset
+        top_k=message.top_k,
+        lenience=message.lenience or 1.0,
+    ))
+
+
+def sampling_to_proto(params: SamplingParams) -> common_pb2.SamplingParams:
+    return common_pb2.SamplingParams(
+        temperature=params.temperature, top_p=params.top_p, top_k=params.top_k, lenience=params.lenience
+    )
+
+
+def check_tokens(
+    token_ids: Sequence[int],
+    *,
+    num_new: int,
+    max_new: int,
+    vocab_size: int,
+    max_context: int,
+    draft_ids: Sequence[int] = (),
+) -> list[int]:
+    """Validates a committed sequence that `num_new` more tokens (`draft_ids`, if given) extend."""
+    if not token_ids:
+        raise InvalidArgument("token_ids is empty: send the full committed sequence (at least one token)")
+    if not 0 <= num_new <= max_new:
+        raise InvalidArgument(f"asked for {num_new} speculative tokens; this service allows 0..{max_new}")
+    if len(token_ids) + num_new > max_context:
+        raise InvalidArgument(
+            f"{len(token_ids)} tokens + {num_new} more exceed the model's context of {max_context} tokens"
+        )
+    tokens = list(token_ids)  # one pass over the protobuf container: this runs on every step
+    low, high = min(tokens), max(tokens)
+    if draft_ids:
+        low, high = min(low, min(draft_ids)), max(high, max(draft_ids))
+    if vocab_size and not 0 <= low <= high < vocab_size:
+        raise InvalidArgument(f"token ids must be in [0, {vocab_size}); got {low}..{high}")
+    return tokens
