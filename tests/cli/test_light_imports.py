@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import sysconfig
+from pathlib import Path
 
 import pytest
 
@@ -35,3 +37,11 @@ def test_a_heavy_command_does_load_torch():
     """The negative control: the same check sees torch where it is imported."""
     modules, _ = imported_modules("-c", "import specdec.runtime.sampling")
     assert {"torch", "specdec.runtime.sampling"} <= modules
+
+
+def test_the_installed_console_script_runs():
+    """The `specdec` script pip installs (pyproject's [project.scripts]) finds its entry point."""
+    script = Path(sysconfig.get_path("scripts")) / "specdec"
+    run = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "serve" in run.stdout and "health" in run.stdout
