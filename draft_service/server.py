@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from draft_service.servicer import DraftServicer
 from specdec.runtime.hosted_model import HostedModel, ModelOptions
-from specdec.runtime.serving import ServerSpec
+from specdec.runtime.serving import Draining, ServerSpec
 from specdec.v1 import draft_pb2, draft_pb2_grpc
 
 
 def draft_server(model: str, options: ModelOptions) -> ServerSpec:
     """`model` "" serves only the n-gram drafter."""
-    servicer = DraftServicer(HostedModel.load(model, options) if model else None)
+    draining = Draining()
+    servicer = DraftServicer(HostedModel.load(model, options) if model else None, draining)
     return ServerSpec(
         register=lambda server: draft_pb2_grpc.add_DraftServicer_to_server(servicer, server),
         service_names=[draft_pb2.DESCRIPTOR.services_by_name["Draft"].full_name],
+        draining=draining,
     )

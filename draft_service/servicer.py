@@ -10,7 +10,7 @@ from draft_service.drafter import propose_with_model, propose_with_ngram
 from specdec.runtime import service_metrics
 from specdec.runtime.errors import FailedPrecondition
 from specdec.runtime.hosted_model import HostedModel
-from specdec.runtime.serving import ModelWorker, answer_each, timed
+from specdec.runtime.serving import Draining, ModelWorker, serve_session_stream, timed
 from specdec.runtime.validation import check_tokens, sampling_from_proto
 from specdec.runtime.wire import encode_rows
 from specdec.v1 import common_pb2, draft_pb2, draft_pb2_grpc
@@ -19,9 +19,10 @@ NGRAM_MAX_K = 64  # the n-gram drafter costs nothing per token; only the target 
 
 
 class DraftServicer(draft_pb2_grpc.DraftServicer):
-    def __init__(self, model: HostedModel | None) -> None:
+    def __init__(self, model: HostedModel | None, draining: Draining) -> None:
         self._model = model
         self._worker = ModelWorker()
+        self._draining = draining
 
     async def Propose(self, request: draft_pb2.ProposeRequest, context: grpc.aio.ServicerContext):
         return await self._propose(request)
@@ -29,7 +30,10 @@ class DraftServicer(draft_pb2_grpc.DraftServicer):
     async def ProposeStream(
         self, requests: AsyncIterator[draft_pb2.ProposeStreamRequest], context: grpc.aio.ServicerContext
     ):
-        async for reply in answer_each(requests, self._propose, "specdec.propose"):
+        replies = serve_session_stream(
+            requests, self._propose, self._end_session, span_name="specdec.propose", draining=self._draining
+        )
+        async for reply in replies:
             yield draft_pb2.ProposeStreamResponse(response=reply)
 
     async def _propose(self, request: draft_pb2.ProposeRequest) -> draft_pb2.ProposeResponse:
@@ -57,10 +61,13 @@ class DraftServicer(draft_pb2_grpc.DraftServicer):
         return reply
 
     async def EndSession(self, request: draft_pb2.DraftEndSessionRequest, context: grpc.aio.ServicerContext):
-        if self._model is not None:
-            await self._worker.run(0, self._model.lm.end_session, request.session_id)
-            service_metrics.observe_cache(self._model.lm)
+        await self._end_session(request.session_id)
         return draft_pb2.DraftEndSessionResponse()
+
+    async def _end_session(self, session_id: str) -> None:
+        if self._model is not None:
+            await self._worker.run(0, self._model.lm.end_session, session_id)
+            service_metrics.observe_cache(self._model.lm)
 
     async def GetModelInfo(self, request: draft_pb2.DraftGetModelInfoRequest, context: grpc.aio.ServicerContext):
         info = self._model.info if self._model is not None else common_pb2.ModelInfo(max_speculative_tokens=NGRAM_MAX_K)

@@ -80,6 +80,8 @@ class CallCost:
         return set(self._shape)
 
     def observe(self, k: int, seconds: float) -> None:
+        if seconds <= 0.0:  # no call was timed: nothing to learn, and a zero scale would divide by zero
+            return
         if not self._shape:
             self._scale = seconds
         n = self._count.get(k, 0) + 1
@@ -207,12 +209,17 @@ class AdaptiveK:
     def factor(self) -> float:
         return self._drafter.factor
 
-    def choose(self, limit: int, match_n: int = 0, match_len: int = 0) -> Plan:
+    def choose(self, limit: int, match_n: int = 0, match_len: int = 0, drafter: bool = True) -> Plan:
         """The plan with the most expected tokens per second: k in 0..min(max_k, limit) drafts from
-        the drafter, or j of the match_len tokens a prompt lookup of an n = match_n gram found."""
+        the drafter (unless `drafter` is False: it is failing), or j of the match_len tokens a prompt
+        lookup of an n = match_n gram found."""
         upper = min(self._max_k, limit)
         if upper == 0:
             return Plan(0)
+        target = self._costs.target
+        if not drafter:  # plain decoding, unless a lookup promises more (once target costs are known)
+            plain = Plan(0)
+            return self._best_lookup(upper, match_n, match_len, plain, 1.0 / target.predict(0)) if target.ks_seen else plain
         draft = self._drafter.stats.draft
         # Measure first: two points fix each cost line (a draft LM's grows with k, n-gram's not). A
         # probe the budget does not allow waits, or a stream of short requests would probe forever.
@@ -220,33 +227,38 @@ class AdaptiveK:
         if unseen:
             return Plan(unseen[0])
         rates = self._drafter.rates()
-        target = self._costs.target.predict
 
         def drafter_rate(k: int) -> float:
-            return expected_tokens(rates, k) / (target(k) + (draft.predict(k) if k else 0.0))
+            return expected_tokens(rates, k) / (target.predict(k) + (draft.predict(k) if k else 0.0))
 
         best = max(range(upper + 1), key=drafter_rate)
-        plan, best_rate = Plan(best), drafter_rate(best)
+        return self._best_lookup(upper, match_n, match_len, Plan(best), drafter_rate(best))
+
+    def _best_lookup(self, upper: int, match_n: int, match_len: int, plan: Plan, rate: float) -> Plan:
+        """`plan`, or sending j tokens of the lookup's match if that promises more than `rate`."""
         if match_n in self._lookups:
             lookup_rates = self._lookups[match_n].rates()
+            target = self._costs.target.predict
             for j in range(1, min(match_len, upper) + 1):
-                rate = expected_tokens(lookup_rates, j) / target(j)
-                if rate > best_rate:
-                    plan, best_rate = Plan(j, match_n), rate
+                lookup_rate = expected_tokens(lookup_rates, j) / target(j)
+                if lookup_rate > rate:
+                    plan, rate = Plan(j, match_n), lookup_rate
         return plan
 
     def observe(
-        self, k: int, drafted: int, accepted: int, draft_seconds: float, target_seconds: float, lookup_n: int = 0
+        self, k: int, drafted: int, accepted: int, draft_seconds: float, target_seconds: float, lookup_n: int = 0,
+        draft_answered: bool = True,
     ) -> None:
         """One iteration of the plan Plan(k, lookup_n). Every source observes it, the unused ones as
-        an iteration that drafted nothing, so their evidence fades alike."""
+        an iteration that drafted nothing, so their evidence fades alike. `draft_answered`: False
+        when a draft call failed (it took no measurable time, and drafted nothing)."""
         for n, source in ((0, self._drafter), *self._lookups.items()):
             if n == lookup_n:
                 source.observe(drafted, accepted)
             else:
                 source.observe(0, 0)
         # A stream's first call to each service also prefills the prompt: it says nothing about k.
-        drafted_by_model = k > 0 and not lookup_n
+        drafted_by_model = k > 0 and not lookup_n and draft_answered
         if drafted_by_model and self._draft_prefilled:
             self._drafter.stats.draft.observe(k, draft_seconds)
         if self._target_prefilled:

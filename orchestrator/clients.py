@@ -11,6 +11,7 @@ from typing import Generic, TypeVar
 import grpc
 import torch
 
+from orchestrator import metrics
 from specdec.runtime import telemetry
 from specdec.runtime.sampling import SamplingParams
 from specdec.runtime.serving import CHANNEL_OPTIONS
@@ -37,54 +38,77 @@ Request = TypeVar("Request")
 Reply = TypeVar("Reply")
 
 
+# Failures a fresh stream can get past: the replica went away (or is draining), or none is up yet.
+_RESENDABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
+_FIRST_BACKOFF_S, _MAX_BACKOFF_S = 0.05, 1.0
+
+
 class SessionStreams(Generic[Request, Reply]):
     """Calls a bidirectional streaming method as if it were unary, on one stream per session that
     stays open between the session's calls: each request gets one reply, in order.
 
     A message on an open stream costs less than a unary call (specdec/bench/rpc_floor.py: 0.3-0.7 ms
     less per step on a 2-vCPU VM), and the stream keeps a session on the replica that holds its
-    prefix cache. Requests are self-describing, so when a stream opened before the call fails (its
-    replica went away, its connection aged out) the request goes again on a fresh stream, to any
-    replica; a fresh stream's failure is the answer. A reply that misses the deadline ends the
-    stream, which would otherwise hand that late reply to the next request.
+    prefix cache. Requests are self-describing, so when a stream fails in a way a resend can help
+    with (its replica died or is draining, its connection aged out), the request goes again on a
+    fresh stream, to any replica: at once when the stream had been open before, and, with `resend`,
+    again and again with backoff until the deadline (a replica restarting, or none up yet). A reply
+    that misses the deadline ends the stream, which would otherwise hand that late reply to the next
+    request.
 
     A stream is traced as one call, in the trace context current where it opens: open() it where
-    the session starts.
+    the session starts. Closing a session's stream is what frees its cache on the replica.
     """
 
-    def __init__(self, method: grpc.aio.StreamStreamMultiCallable, timeout_s: float) -> None:
+    def __init__(self, method: grpc.aio.StreamStreamMultiCallable, service: str) -> None:
         self._method = method
-        self._timeout_s = timeout_s
+        self._service = service
         self._calls: dict[str, grpc.aio.StreamStreamCall] = {}
+        self._deadlines: dict[str, float] = {}  # of the sessions whose request has one
 
-    def open(self, session_id: str) -> None:
+    def open(self, session_id: str, deadline: float | None = None) -> None:
+        """Opens the session's stream unless it is open. `deadline` (time.monotonic()): the request's,
+        which every stream opened for the session carries, so the replica stops at it too."""
+        if deadline is not None:
+            self._deadlines[session_id] = deadline
         if session_id not in self._calls:
-            self._calls[session_id] = self._method()
+            deadline = self._deadlines.get(session_id)
+            timeout_s = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+            self._calls[session_id] = self._method(timeout=timeout_s)
 
-    async def call(self, session_id: str, request: Request) -> Reply:
+    async def call(self, session_id: str, request: Request, deadline: float, resend: bool = False) -> Reply:
+        """The reply to `request`, by `deadline` (time.monotonic())."""
+        backoff_s = _FIRST_BACKOFF_S
         while True:
             reused = session_id in self._calls
             self.open(session_id)
+            timeout_s = deadline - time.monotonic()
             try:
-                async with asyncio.timeout(self._timeout_s):  # unlike wait_for, no task: no extra loop turns
-                    reply = await _exchange(self._calls[session_id], request)
+                async with asyncio.timeout(timeout_s):  # unlike wait_for, no task: no extra loop turns
+                    return await _exchange(self._calls[session_id], request)
             except TimeoutError:
                 self._drop(session_id)
                 raise grpc.aio.AioRpcError(
-                    grpc.StatusCode.DEADLINE_EXCEEDED, details=f"no reply within {self._timeout_s:g} s"
+                    grpc.StatusCode.DEADLINE_EXCEEDED, None, None,
+                    details=f"no reply from the {self._service} service within {max(timeout_s, 0):.3g} s",
                 ) from None
-            except grpc.aio.AioRpcError:
+            except grpc.aio.AioRpcError as error:
                 self._drop(session_id)
-                if reused:
-                    continue
-                raise
+                # A stream opened earlier may just have broken (writing to it can fail as INTERNAL):
+                # a fresh one, at once. A fresh stream's failure is the answer, unless resending helps.
+                if not reused:
+                    if error.code() not in _RESENDABLE or not resend or time.monotonic() + backoff_s >= deadline:
+                        raise
+                    await asyncio.sleep(backoff_s)
+                    backoff_s = min(2 * backoff_s, _MAX_BACKOFF_S)
+                metrics.UPSTREAM_RESENDS.labels(service=self._service).inc()
             except asyncio.CancelledError:  # the reply, if it comes, must not answer the next request
                 self._drop(session_id)
                 raise
-            return reply
 
     async def close(self, session_id: str) -> None:
         """Ends the session's stream, if it has one, as a finished call (not a cancelled one)."""
+        self._deadlines.pop(session_id, None)
         call = self._calls.pop(session_id, None)
         if call is not None:
             await call.done_writing()
@@ -106,9 +130,20 @@ async def _exchange(call: grpc.aio.StreamStreamCall, request: Request) -> Reply:
 
 @dataclass
 class _Upstream:
+    """What both clients share; each subclass provides `_streams`, the session streams of its method."""
+
     channel: grpc.aio.Channel
-    timeout_s: float
+    timeout_s: float  # the most one step may take
     info: common_pb2.ModelInfo = field(default_factory=common_pb2.ModelInfo)
+
+    def start_session(self, session_id: str, deadline: float | None) -> None:
+        """Opens the stream the session's calls go on (also opened on the first call if not), with
+        the request's deadline (time.monotonic(); None: none)."""
+        self._streams.open(session_id, deadline)
+
+    async def end_session(self, session_id: str) -> None:
+        """Closes the session's stream: the replica that holds its cache frees it."""
+        await self._streams.close(session_id)
 
 
 class DraftClient(_Upstream):
@@ -118,7 +153,7 @@ class DraftClient(_Upstream):
 
     @cached_property
     def _streams(self) -> SessionStreams[draft_pb2.ProposeStreamRequest, draft_pb2.ProposeStreamResponse]:
-        return SessionStreams(self._stub.ProposeStream, self.timeout_s)
+        return SessionStreams(self._stub.ProposeStream, "draft")
 
     async def fetch_info(self) -> common_pb2.ModelInfo:
         # No deadline: wait for the service to come up (health says NOT_SERVING meanwhile).
@@ -128,29 +163,21 @@ class DraftClient(_Upstream):
 
     async def propose(
         self, session_id: str, token_ids: list[int], k: int, method: str, params: SamplingParams, seed: int,
-        vocab_size: int, meter: CallMeter,
+        vocab_size: int, meter: CallMeter, timeout_s: float,
     ) -> Proposal:
-        """Greedy proposals come without rows: q is one-hot at each x_i and nothing reads it."""
+        """Greedy proposals come without rows: q is one-hot at each x_i and nothing reads it. Not
+        resent beyond one fresh stream: a draft that cannot answer in time is skipped, not waited for."""
         message = draft_pb2.ProposeStreamRequest(request=draft_pb2.ProposeRequest(
             session_id=session_id, token_ids=token_ids, num_tokens=k, sampling=sampling_to_proto(params),
             seed=seed, method=DRAFT_METHODS[method],
         ))
         started = time.perf_counter()
-        reply_message = await self._streams.call(session_id, message)
+        reply_message = await self._streams.call(session_id, message, time.monotonic() + min(timeout_s, self.timeout_s))
         meter.draft_seconds += time.perf_counter() - started
         reply = reply_message.response
         meter.draft_compute_seconds += reply.compute_seconds
         meter.wire_bytes += message.ByteSize() + reply_message.ByteSize()
         return Proposal(list(reply.token_ids), None if params.greedy else decode_rows(reply.probs, vocab_size))
-
-    def start_session(self, session_id: str) -> None:
-        """Opens the stream the session's calls go on (also opened on the first call if not)."""
-        self._streams.open(session_id)
-
-    async def end_session(self, session_id: str) -> None:
-        """Closes the session's stream and tells the service its cache may go."""
-        await self._streams.close(session_id)
-        await self._stub.EndSession(draft_pb2.DraftEndSessionRequest(session_id=session_id), timeout=self.timeout_s)
 
 
 class TargetClient(_Upstream):
@@ -160,7 +187,7 @@ class TargetClient(_Upstream):
 
     @cached_property
     def _streams(self) -> SessionStreams[target_pb2.ScoreStreamRequest, target_pb2.ScoreStreamResponse]:
-        return SessionStreams(self._stub.ScoreStream, self.timeout_s)
+        return SessionStreams(self._stub.ScoreStream, "target")
 
     async def fetch_info(self) -> common_pb2.ModelInfo:
         # No deadline: wait for the service to come up (health says NOT_SERVING meanwhile).
@@ -177,28 +204,26 @@ class TargetClient(_Upstream):
         u: torch.Tensor,
         params: SamplingParams,
         meter: CallMeter,
+        deadline: float | None,
     ) -> tuple[int, common_pb2.ProbRows]:
-        """(n accepted drafts, p_{n+1} as it came over the wire: decode it only if the step needs the row)."""
+        """(n accepted drafts, p_{n+1} as it came over the wire: decode it only if the step needs the row).
+
+        Resent to any replica until the step's time is up: the call timeout, or the request's
+        `deadline` (time.monotonic()) if that comes first."""
         message = target_pb2.ScoreStreamRequest(request=target_pb2.ScoreRequest(
             session_id=session_id, token_ids=token_ids, draft_token_ids=draft_token_ids,
             sampling=sampling_to_proto(params), draft_token_probs=q_x.tolist(), uniforms=u.tolist(),
         ))
         started = time.perf_counter()
-        reply_message = await self._streams.call(session_id, message)
+        step_deadline = time.monotonic() + self.timeout_s
+        reply_message = await self._streams.call(
+            session_id, message, step_deadline if deadline is None else min(step_deadline, deadline), resend=True
+        )
         meter.target_seconds += time.perf_counter() - started
         reply = reply_message.response
         meter.target_compute_seconds += reply.compute_seconds
         meter.wire_bytes += message.ByteSize() + reply_message.ByteSize()
         return reply.num_accepted, reply.probs
-
-    def start_session(self, session_id: str) -> None:
-        """Opens the stream the session's calls go on (also opened on the first call if not)."""
-        self._streams.open(session_id)
-
-    async def end_session(self, session_id: str) -> None:
-        """Closes the session's stream and tells the service its cache may go."""
-        await self._streams.close(session_id)
-        await self._stub.EndSession(target_pb2.TargetEndSessionRequest(session_id=session_id), timeout=self.timeout_s)
 
 
 def open_channel(address: str) -> grpc.aio.Channel:

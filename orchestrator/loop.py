@@ -7,6 +7,7 @@ target call carries the full sequence, so each call is idempotent and any replic
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -17,6 +18,7 @@ from opentelemetry import trace
 from orchestrator import metrics
 from orchestrator.adaptive_k import AdaptiveK, CostModel, Plan
 from orchestrator.clients import CallMeter, DraftClient, TargetClient
+from orchestrator.draft_guard import REQUEST_ERRORS, DraftGuard
 from orchestrator.request import GenerationConfig
 from specdec.runtime.ngram import find_ngram
 from specdec.runtime.speculative import Proposal, correct, draw_uniforms
@@ -24,8 +26,6 @@ from specdec.runtime.wire import decode_rows, row_argmax
 
 log = logging.getLogger("specdec")
 
-# A draft that is down or slow costs speed, never output: the iteration runs without drafts.
-_DRAFT_FAULTS = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 _SEED_BOUND = 2**62
 tracer = trace.get_tracer("specdec.orchestrator")
 
@@ -55,7 +55,12 @@ class LoopStats:
 
 
 class SpeculativeLoop:
-    """One request's loop. The caller stops early (EOS, stop strings) by closing `tokens()`."""
+    """One request's loop. The caller stops early (EOS, stop strings) by closing `tokens()`.
+
+    A draft that fails costs speed, never output: the iteration runs without drafts, and the guard
+    keeps later ones from calling a draft that is down (see draft_guard). A target step is resent to
+    any replica until `deadline` (time.monotonic(), the client's; None: the call timeout alone).
+    """
 
     def __init__(
         self,
@@ -65,6 +70,8 @@ class SpeculativeLoop:
         target: TargetClient,
         stats: LoopStats,
         costs: CostModel,
+        guard: DraftGuard,
+        deadline: float | None = None,
     ) -> None:
         self._config = config
         # Acceptance depends on the drafter and on how the target judges its drafts.
@@ -81,6 +88,10 @@ class SpeculativeLoop:
         self._target = target
         self._stats = stats
         self._generator = torch.Generator().manual_seed(config.seed)  # all of the request's randomness
+        self._guard = guard
+        self._deadline = deadline
+        self._can_draft = config.draft != "none"  # False once the draft said it cannot serve this request
+        self._draft_seen = 0  # how much of the sequence the draft has been sent: the rest is its catch-up
 
     async def tokens(self) -> AsyncIterator[list[int]]:
         """Yields the tokens each iteration commits, until config.max_new_tokens are out."""
@@ -91,10 +102,12 @@ class SpeculativeLoop:
             # Never draft past the budget: an iteration commits up to k + 1 tokens.
             limit = budget - generated - 1
             match_n, continuation = find_ngram(committed, self._config.k) if self._lookup else (0, [])
+            # While the draft is skipped, one iteration per backoff period is let through as its probe.
+            drafter = self._can_draft and self._guard.breaker.allow()
             if self._adaptive_k:
-                plan = self._adaptive_k.choose(limit, match_n, len(continuation))
+                plan = self._adaptive_k.choose(limit, match_n, len(continuation), drafter=drafter)
             else:
-                plan = Plan(min(self._config.k, limit))
+                plan = Plan(min(self._config.k, limit) if drafter else 0)
             with tracer.start_as_current_span("specdec.iteration") as span:
                 new_tokens = await self._iteration(committed, plan, continuation, span)
             committed += new_tokens
@@ -110,28 +123,21 @@ class SpeculativeLoop:
         greedy, lenience = config.params.greedy, config.params.lenience
         draft_before, target_before = meter.draft_seconds, meter.target_seconds
         k = plan.k
-        proposal = Proposal([], None)
+        proposal, drafted_by_model = Proposal([], None), False
         if plan.lookup_n:  # deterministic proposals: q is one-hot at each
             looked_up = continuation[:k]
             proposal = Proposal(looked_up, None) if greedy else Proposal.one_hot(looked_up, self._target.info.vocab_size)
         elif k > 0:
-            # Greedy drafting draws nothing: the seed only makes sampled drafts reproducible.
-            seed = 0 if greedy else int(torch.randint(_SEED_BOUND, (1,), generator=self._generator))
-            try:
-                proposal = await self._draft.propose(
-                    self._session_id, committed, k, config.draft, config.params, seed, self._target.info.vocab_size,
-                    meter,
-                )
-            except grpc.aio.AioRpcError as error:
-                if error.code() not in _DRAFT_FAULTS:
-                    raise
-                log.warning("draft call failed (%s); this iteration runs without drafts", error.code().name)
+            answered = await self._propose(committed, k)
+            proposal, drafted_by_model = answered or proposal, answered is not None
         # The accept test runs in the target (it has the rows p) with our uniforms; the
         # correction runs here on the one row it returns. Same draws as accept_correct.
         drafts, q = proposal.token_ids, proposal.q
         u = draw_uniforms(len(drafts), greedy, self._generator)
         q_x = torch.zeros(0) if q is None else q[torch.arange(len(drafts)), torch.tensor(drafts, dtype=torch.long)]
-        n, p_next = await self._target.score(self._session_id, committed, drafts, q_x, u, config.params, meter)
+        n, p_next = await self._target.score(
+            self._session_id, committed, drafts, q_x, u, config.params, meter, self._deadline
+        )
         if greedy:  # the correction is the target's argmax: no need to widen the row
             token = row_argmax(p_next)
         else:
@@ -142,7 +148,7 @@ class SpeculativeLoop:
         if self._adaptive_k:
             self._adaptive_k.observe(
                 k, len(drafts), n, meter.draft_seconds - draft_before, meter.target_seconds - target_before,
-                lookup_n=plan.lookup_n,
+                lookup_n=plan.lookup_n, draft_answered=drafted_by_model,
             )
         metrics.record_iteration_soon(drafted=len(drafts), accepted=n)
         span.set_attributes({
@@ -155,3 +161,32 @@ class SpeculativeLoop:
             "specdec.verify_seconds": meter.target_seconds - target_before,
         })
         return tokens
+
+    async def _propose(self, committed: list[int], k: int) -> Proposal | None:
+        """The draft's k tokens; None when it failed, and the iteration runs on the target alone."""
+        config = self._config
+        # Greedy drafting draws nothing: the seed only makes sampled drafts reproducible.
+        seed = 0 if config.params.greedy else int(torch.randint(_SEED_BOUND, (1,), generator=self._generator))
+        catch_up = len(committed) - self._draft_seen
+        deadline = self._guard.deadline
+        draft_timeout_s = deadline.timeout_s(catch_up, k)
+        # Never past the request's own deadline; a draft cut short by it is not the draft's fault.
+        request_left_s = float("inf") if self._deadline is None else max(self._deadline - time.monotonic(), 0.0)
+        before = self._stats.meter.draft_seconds
+        try:
+            proposal = await self._draft.propose(
+                self._session_id, committed, k, config.draft, config.params, seed, self._target.info.vocab_size,
+                self._stats.meter, timeout_s=min(draft_timeout_s, request_left_s),
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() in REQUEST_ERRORS:  # this request only: the service is fine for the others
+                log.info("the draft cannot serve session %s (%s): it decodes without drafts",
+                         self._session_id, error.details())
+                self._can_draft = False
+            elif request_left_s >= draft_timeout_s or error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                self._guard.breaker.failed(error.code())
+            return None
+        self._guard.breaker.succeeded()
+        deadline.observe(catch_up, k, self._stats.meter.draft_seconds - before)
+        self._draft_seen = len(committed)
+        return proposal

@@ -18,6 +18,9 @@ NUM_ACCEPTED_TOKENS = Counter("specdec_spec_decode_num_accepted_tokens", "Drafte
 NUM_ACCEPTED_PER_POS = Counter(
     "specdec_spec_decode_num_accepted_tokens_per_pos", "Drafted tokens accepted, by position in the draft", ["position"]
 )
+DRAFT_CIRCUIT_OPEN = Gauge("specdec_draft_circuit_open", "1 while the draft service is skipped after failures")
+DRAFT_FAILURES = Counter("specdec_draft_failures", "Draft calls that failed, by status", ["code"])
+UPSTREAM_RESENDS = Counter("specdec_upstream_resends", "Steps sent again after a stream or replica failed", ["service"])
 REQUEST_LATENCY = Histogram("specdec_request_latency_seconds", "Generate call duration", buckets=_LATENCY_BUCKETS)
 TIME_TO_FIRST_TOKEN = Histogram("specdec_time_to_first_token_seconds", "Time to the first generated token", buckets=_LATENCY_BUCKETS)
 TIME_PER_OUTPUT_TOKEN = Histogram(

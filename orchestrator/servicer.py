@@ -15,6 +15,7 @@ from transformers import PreTrainedTokenizerBase
 from orchestrator import metrics
 from orchestrator.adaptive_k import CostModel
 from orchestrator.clients import DraftClient, TargetClient
+from orchestrator.draft_guard import DraftGuard
 from orchestrator.loop import LoopStats, SpeculativeLoop
 from orchestrator.read_ahead import read_ahead
 from orchestrator.request import GenerationConfig, ServerDefaults, parse_request
@@ -49,6 +50,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         # Draft/target call costs and acceptance, learnt across requests for adaptive k (which never
         # drafts more than max_adaptive_k, so no position past it is tracked).
         self._costs = CostModel(max_k=max_adaptive_k)
+        self._draft_guard = DraftGuard(ceiling_s=draft.timeout_s)
 
     async def connect(self) -> None:
         """Waits for both upstreams and checks they and our tokenizer agree on token ids."""
@@ -106,14 +108,14 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         try:
             with tracer.start_as_current_span(f"text_completion {info.model}", attributes=attributes), \
                     metrics.ACTIVE_REQUESTS.track_inprogress():
-                async for chunk in read_ahead(self._stream(config, session_id)):
+                async for chunk in read_ahead(self._stream(config, session_id, _deadline(context))):
                     yield chunk
         finally:
-            # Closes the session's upstream streams. Freeing its caches is a hint: they are bounded
-            # and evict on their own.
-            asyncio.ensure_future(self._end_session(session_id, config.draft != "none"))
+            # Closing the session's upstream streams frees its caches on the replicas that hold them
+            # (had the streams broken, the caches are bounded and evict on their own).
+            asyncio.ensure_future(self._end_session(session_id))
 
-    async def _stream(self, config: GenerationConfig, session_id: str):
+    async def _stream(self, config: GenerationConfig, session_id: str, deadline: float | None):
         started = time.perf_counter()
         first_token_at = 0.0
         stats = LoopStats()
@@ -122,10 +124,12 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         generated = 0
         finish_reason = ""
         # Opened here, the upstream streams are traced as children of the request's span.
-        self._target.start_session(session_id)
+        self._target.start_session(session_id, deadline)
         if config.draft != "none":
-            self._draft.start_session(session_id)
-        iterations = SpeculativeLoop(config, session_id, self._draft, self._target, stats, self._costs).tokens()
+            self._draft.start_session(session_id, deadline)
+        iterations = SpeculativeLoop(
+            config, session_id, self._draft, self._target, stats, self._costs, self._draft_guard, deadline
+        ).tokens()
         async with contextlib.aclosing(iterations):
             async for tokens in iterations:
                 first_token_at = first_token_at or time.perf_counter()
@@ -161,14 +165,19 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         chunk.stats.CopyFrom(_stats_message(config, stats, draft_model, generated, elapsed, first_token_s))
         yield chunk
 
-    async def _end_session(self, session_id: str, used_draft: bool) -> None:
-        calls = [self._target.end_session(session_id)]
-        if used_draft:
-            calls.append(self._draft.end_session(session_id))
-        results = await asyncio.gather(*calls, return_exceptions=True)
+    async def _end_session(self, session_id: str) -> None:
+        results = await asyncio.gather(
+            self._target.end_session(session_id), self._draft.end_session(session_id), return_exceptions=True
+        )
         for result in results:
             if isinstance(result, Exception):
-                log.debug("end_session hint failed: %s", result)
+                log.debug("closing a session stream failed: %s", result)
+
+
+def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+    """The client's deadline as a time.monotonic() instant; None when it set none."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
 
 
 def _stats_message(

@@ -14,7 +14,7 @@ from specdec.runtime.cached_lm import CachedLM
 from specdec.runtime.errors import InvalidArgument
 from specdec.runtime.hosted_model import HostedModel
 from specdec.runtime.sampling import SamplingParams, target_distribution
-from specdec.runtime.serving import ModelWorker, answer_each
+from specdec.runtime.serving import Draining, ModelWorker, serve_session_stream
 from specdec.runtime.speculative import count_accepted
 from specdec.runtime.validation import check_tokens, sampling_from_proto
 from specdec.runtime.wire import encode_rows
@@ -44,9 +44,10 @@ def verify_block(
 
 
 class TargetServicer(target_pb2_grpc.TargetServicer):
-    def __init__(self, model: HostedModel) -> None:
+    def __init__(self, model: HostedModel, draining: Draining) -> None:
         self._model = model
         self._worker = ModelWorker()
+        self._draining = draining
 
     async def Score(self, request: target_pb2.ScoreRequest, context: grpc.aio.ServicerContext):
         return await self._score(request)
@@ -54,7 +55,10 @@ class TargetServicer(target_pb2_grpc.TargetServicer):
     async def ScoreStream(
         self, requests: AsyncIterator[target_pb2.ScoreStreamRequest], context: grpc.aio.ServicerContext
     ):
-        async for reply in answer_each(requests, self._score, "specdec.score"):
+        replies = serve_session_stream(
+            requests, self._score, self._end_session, span_name="specdec.score", draining=self._draining
+        )
+        async for reply in replies:
             yield target_pb2.ScoreStreamResponse(response=reply)
 
     async def _score(self, request: target_pb2.ScoreRequest) -> target_pb2.ScoreResponse:
@@ -81,9 +85,12 @@ class TargetServicer(target_pb2_grpc.TargetServicer):
         return reply
 
     async def EndSession(self, request: target_pb2.TargetEndSessionRequest, context: grpc.aio.ServicerContext):
-        await self._worker.run(0, self._model.lm.end_session, request.session_id)
-        service_metrics.observe_cache(self._model.lm)
+        await self._end_session(request.session_id)
         return target_pb2.TargetEndSessionResponse()
+
+    async def _end_session(self, session_id: str) -> None:
+        await self._worker.run(0, self._model.lm.end_session, session_id)
+        service_metrics.observe_cache(self._model.lm)
 
     async def GetModelInfo(self, request: target_pb2.TargetGetModelInfoRequest, context: grpc.aio.ServicerContext):
         return target_pb2.TargetGetModelInfoResponse(info=self._model.info)

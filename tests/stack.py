@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from specdec.cli.launcher import ROLES, LocalStack, StackSpec, free_port, start_process
 
@@ -18,7 +21,8 @@ def start_service(role: str, *args: str) -> tuple[subprocess.Popen, str]:
 
 class Stack(LocalStack):
     def __init__(
-        self, target_model: str, draft_model: str = "", *orchestrator_args: str, metrics: bool = False, threads: int = 0
+        self, target_model: str, draft_model: str = "", *orchestrator_args: str, metrics: bool = False, threads: int = 0,
+        target_replicas: int = 1, draft_replicas: int = 1,
     ) -> None:
         """threads: torch threads per model service; 1 suits tiny models (no thread contention)."""
         spec = StackSpec(
@@ -28,6 +32,7 @@ class Stack(LocalStack):
             metrics_ports={role: free_port() if metrics else 0 for role in ROLES},
             model_flags=("--threads", str(threads)),
             orchestrator_flags=orchestrator_args,
+            replicas={"target": target_replicas, "draft": draft_replicas},
         )
         super().__init__(spec, output=subprocess.PIPE, log=lambda _: None)
         self.start(timeout_s=180)
@@ -38,3 +43,12 @@ class Stack(LocalStack):
 
     def close(self) -> None:
         self.stop()
+
+
+def scrape(port: int) -> dict[tuple[str, tuple], float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }

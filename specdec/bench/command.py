@@ -1,10 +1,13 @@
-"""`specdec bench`'s command line; the benchmark itself (which loads torch) is imported when it runs."""
+"""`specdec bench`'s and `specdec soak`'s command lines; the benchmark and the soak are imported when they run."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from importlib import resources
 from pathlib import Path
+
+from specdec.default_models import DEFAULT_DRAFT, DEFAULT_MODEL
 
 DEFAULT_PROMPTS = resources.files("specdec.bench") / "dev.jsonl"
 
@@ -36,3 +39,23 @@ def _run(args: argparse.Namespace) -> None:
     from specdec.bench.run import main
 
     main(args)
+
+
+def add_soak_parser(commands) -> None:
+    soak = commands.add_parser("soak", help="load-test a stack of its own: exact outputs, no errors, flat memory")
+    soak.add_argument("--streams", type=int, default=16, help="concurrent greedy streams")
+    soak.add_argument("--minutes", type=float, default=5.0, help="how long to keep them busy (a float: 0.2 works)")
+    soak.add_argument("--max-new-tokens", type=int, default=32)
+    soak.add_argument("--prompts", type=Path, default=DEFAULT_PROMPTS, help="JSONL, a `messages` list per line")
+    soak.add_argument("--limit", type=int, default=0, help="use only the first N prompts (0 = all)")
+    soak.add_argument("--target-model", default=DEFAULT_MODEL)
+    soak.add_argument("--draft-model", default=DEFAULT_DRAFT, help="'' = n-gram drafting only")
+    soak.add_argument("--threads", type=int, default=0, help="torch threads per model service (0 = torch's default)")
+    soak.add_argument("--out", type=Path, default=None, help="also write the summary here, as JSON")
+    soak.set_defaults(func=_soak)
+
+
+def _soak(args: argparse.Namespace) -> None:
+    from specdec.bench.soak import main
+
+    sys.exit(main(args))

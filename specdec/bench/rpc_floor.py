@@ -29,7 +29,7 @@ import grpc
 
 from orchestrator.clients import SessionStreams
 from specdec.cli.launcher import free_port, wait_healthy
-from specdec.runtime.serving import CHANNEL_OPTIONS, ModelWorker, ServerSpec, answer_each, serve
+from specdec.runtime.serving import CHANNEL_OPTIONS, Draining, ModelWorker, ServerSpec, serve, serve_session_stream
 from specdec.v1 import common_pb2, target_pb2, target_pb2_grpc
 
 WORK_MS = (0.0, 6.0, 60.0)  # nothing, about a draft step, about a target step on a CPU
@@ -43,13 +43,19 @@ class SleepingTarget(target_pb2_grpc.TargetServicer):
         return await self._score(request)
 
     async def ScoreStream(self, requests, context: grpc.aio.ServicerContext):
-        async for reply in answer_each(requests, self._score, "floor.score"):
+        async for reply in serve_session_stream(
+            requests, self._score, _no_cache_to_free, span_name="floor.score", draining=Draining()
+        ):
             yield target_pb2.ScoreStreamResponse(response=reply)
 
     async def _score(self, request: target_pb2.ScoreRequest) -> target_pb2.ScoreResponse:
         _, seconds = await self._worker.run(len(request.draft_token_ids), time.sleep, request.uniforms[0])
         probs = common_pb2.ProbRows(num_rows=1, vocab_size=1)
         return target_pb2.ScoreResponse(num_accepted=0, probs=probs, compute_seconds=seconds)
+
+
+async def _no_cache_to_free(session_id: str) -> None:
+    pass
 
 
 def score_request(work_s: float, new_tokens: int) -> target_pb2.ScoreRequest:
@@ -64,13 +70,13 @@ async def overheads_ms(address: str, work_s: float, new_tokens: int, calls: int,
     request = score_request(work_s, new_tokens)
     async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
         stub = target_pb2_grpc.TargetStub(channel)
-        streams = SessionStreams(stub.ScoreStream, timeout_s=30)
+        streams = SessionStreams(stub.ScoreStream, "target")
         message = target_pb2.ScoreStreamRequest(request=request)
         result = []
         for i in range(calls + 5):  # the first few warm the connection up
             started = time.perf_counter()
             if streaming:
-                reply = (await streams.call(request.session_id, message)).response
+                reply = (await streams.call(request.session_id, message, time.monotonic() + 30)).response
             else:
                 reply = await stub.Score(request, timeout=30)
             if i >= 5:

@@ -25,22 +25,45 @@ class ServiceFailed(RuntimeError):
 
 @dataclass
 class StackSpec:
+    """What to start. Draft and target may run as several replicas each (`replicas`), the way a
+    Kubernetes Deployment scales them: replica 0 is named after its role ("target") and listens on
+    the role's port, the others ("target-1", ...) on free ports; the orchestrator gets all of a
+    role's addresses and spreads sessions over them, as it does behind a headless Service."""
+
     target_model: str
     draft_model: str = ""  # "" = n-gram drafting only
-    host: str = "127.0.0.1"
-    ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    host: str = "127.0.0.1"  # an IP address when a role has several replicas
+    ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))  # by process name
     metrics_ports: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ROLES, 0))  # 0 = off
     model_flags: tuple[str, ...] = ()  # e.g. --dtype, --device, --threads for draft and target
     orchestrator_flags: tuple[str, ...] = ()
+    replicas: dict[str, int] = field(default_factory=lambda: {"target": 1, "draft": 1})
 
-    def address(self, role: str) -> str:
-        return f"{self.host}:{self.ports[role]}"
+    def __post_init__(self) -> None:
+        for role in ("target", "draft"):
+            for name in self.names(role)[1:]:
+                self.ports.setdefault(name, free_port())
+                self.metrics_ports.setdefault(name, free_port() if self.metrics_ports.get(role) else 0)
 
-    def command(self, role: str) -> list[str]:
+    def names(self, role: str) -> list[str]:
+        """The processes of `role`, in start order."""
+        count = self.replicas.get(role, 1)
+        return [role] if count == 1 else [role, *(f"{role}-{i}" for i in range(1, count))]
+
+    def address(self, name: str) -> str:
+        return f"{self.host}:{self.ports[name]}"
+
+    def upstream(self, role: str) -> str:
+        """The orchestrator's address for `role`: every replica's (gRPC's ipv4: list, round robin)."""
+        addresses = [self.address(name) for name in self.names(role)]
+        return addresses[0] if len(addresses) == 1 else "ipv4:" + ",".join(addresses)
+
+    def command(self, name: str) -> list[str]:
+        role = name.split("-")[0]
         command = [sys.executable, "-m", "specdec", "serve", role, "--host", self.host,
-                   "--port", str(self.ports[role]), "--metrics-port", str(self.metrics_ports[role])]
+                   "--port", str(self.ports[name]), "--metrics-port", str(self.metrics_ports[name])]
         if role == "orchestrator":
-            return [*command, "--draft-address", self.address("draft"), "--target-address", self.address("target"),
+            return [*command, "--draft-address", self.upstream("draft"), "--target-address", self.upstream("target"),
                     "--tokenizer", self.target_model, *self.orchestrator_flags]
         model = self.target_model if role == "target" else self.draft_model
         return [*command, "--model", model, *self.model_flags]
@@ -61,13 +84,14 @@ class LocalStack:
         return self.spec.address("orchestrator")
 
     def start(self, timeout_s: float = 600.0) -> LocalStack:
+        spec = self.spec
         try:
-            for group in (("target", "draft"), ("orchestrator",)):
-                for role in group:
-                    self.processes[role] = start_process(self.spec.command(role), self._output)
-                for role in group:
-                    wait_healthy(role, self.spec.address(role), self.processes[role], timeout_s)
-                    self._log(f"specdec: {role} is healthy on {self.spec.address(role)}")
+            for group in ([*spec.names("target"), *spec.names("draft")], ["orchestrator"]):
+                for name in group:
+                    self.processes[name] = start_process(spec.command(name), self._output)
+                for name in group:
+                    wait_healthy(name, spec.address(name), self.processes[name], timeout_s)
+                    self._log(f"specdec: {name} is healthy on {spec.address(name)}")
         except BaseException:
             self.stop()
             raise
@@ -77,8 +101,8 @@ class LocalStack:
         return [role for role, process in self.processes.items() if process.poll() is not None]
 
     def stop(self) -> dict[str, str]:
-        """Stops the front door first; returns each service's captured output."""
-        return {role: stop_process(self.processes[role]) for role in reversed(ROLES) if role in self.processes}
+        """Stops the front door first; returns each service's captured output, by process name."""
+        return {name: stop_process(self.processes[name]) for name in reversed(list(self.processes))}
 
     def __enter__(self) -> LocalStack:
         return self.start()

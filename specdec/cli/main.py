@@ -1,4 +1,4 @@
-"""The `specdec` command line: serve, up, generate, health, prepare, bench, distill."""
+"""The `specdec` command line: serve, up, generate, health, prepare, bench, soak, distill."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     up.add_parser(commands)
     generate.add_parser(commands)
     bench_command.add_parser(commands)
+    bench_command.add_soak_parser(commands)
     distill_command.add_parser(commands)
     health = commands.add_parser("health", help="exit 0 when the gRPC server at ADDRESS reports SERVING")
     health.add_argument("address")

@@ -18,6 +18,9 @@ def add_parser(commands) -> None:
         parser.add_argument("--host", default="0.0.0.0")
         parser.add_argument("--port", type=int, default=DEFAULT_PORTS[role])
         parser.add_argument("--metrics-port", type=int, default=METRICS_PORT, help="Prometheus /metrics (0 = off)")
+        parser.add_argument("--grace-s", type=float, default=25.0,
+                            help="on SIGTERM: health turns NOT_SERVING, new calls are refused, and calls in flight "
+                                 "get this long to finish (keep it below the orchestrator's and Kubernetes' limits)")
         parser.add_argument("--max-connection-age-s", type=float, default=0.0,
                             help="close client connections after this long so new replicas get traffic (0 = never)")
         if role == "orchestrator":
@@ -84,4 +87,5 @@ async def _serve_role(args: argparse.Namespace) -> None:
         spec = build(args.model, options)
     if args.metrics_port:
         start_http_server(args.metrics_port)
-    await serve(spec, host=args.host, port=args.port, max_connection_age_s=args.max_connection_age_s)
+    await serve(spec, host=args.host, port=args.port, max_connection_age_s=args.max_connection_age_s,
+                grace_s=args.grace_s)

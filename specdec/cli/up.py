@@ -22,6 +22,10 @@ def add_parser(commands) -> None:
     up.add_argument("--target-port", type=int, default=DEFAULT_PORTS["target"])
     up.add_argument("--metrics-port", type=int, default=METRICS_PORT,
                     help="orchestrator's /metrics; draft and target use the next two ports (0 = off)")
+    up.add_argument("--target-replicas", type=int, default=1,
+                    help="target processes; the first on --target-port, the others on free ports")
+    up.add_argument("--draft-replicas", type=int, default=1,
+                    help="draft processes; the first on --draft-port, the others on free ports")
     up.add_argument("--default-k", type=int, default=0, help="0 = adaptive")
     up.add_argument("--dtype", default="float32")
     up.add_argument("--device", default="cpu")
@@ -29,6 +33,8 @@ def add_parser(commands) -> None:
 
 
 def _up(args: argparse.Namespace) -> None:
+    if min(args.target_replicas, args.draft_replicas) < 1:
+        sys.exit("specdec: --target-replicas and --draft-replicas must be at least 1")
     if DEFAULT_MODEL in (args.target_model, args.draft_model):
         ensure_embedded_model()  # once, here, rather than raced by two services
     spec = StackSpec(
@@ -41,6 +47,7 @@ def _up(args: argparse.Namespace) -> None:
                        for offset, role in enumerate(("orchestrator", "draft", "target"))},
         model_flags=("--dtype", args.dtype, "--device", args.device),
         orchestrator_flags=("--default-k", str(args.default_k)),
+        replicas={"target": args.target_replicas, "draft": args.draft_replicas},
     )
     stack = LocalStack(spec)
     # Explicit handlers: a shell starts background jobs with SIGINT ignored, and `kill -INT` must still stop us.
@@ -49,7 +56,8 @@ def _up(args: argparse.Namespace) -> None:
     try:
         stack.start()
         print(f"\nspecdec is up: the Generation API listens on {stack.address} "
-              f"(target {args.target_model}, draft {args.draft_model or 'n-gram'}).\n"
+              f"(target {args.target_model} on {_replicas(spec, 'target')}, "
+              f"draft {args.draft_model or 'n-gram'} on {_replicas(spec, 'draft')}).\n"
               f"Try: specdec generate --address {stack.address} \"Why is the sky blue?\"\n"
               "Press Ctrl-C to stop.", flush=True)
         while not stack.exited():
@@ -62,6 +70,10 @@ def _up(args: argparse.Namespace) -> None:
         print("\nspecdec: stopping ...", file=sys.stderr)
     finally:
         stack.stop()
+
+
+def _replicas(spec: StackSpec, role: str) -> str:
+    return ", ".join(spec.address(name) for name in spec.names(role))
 
 
 def _interrupt(*_: object) -> None:

@@ -13,7 +13,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
@@ -42,26 +42,63 @@ _MESSAGE_OPTIONS = [
 CHANNEL_OPTIONS = _MESSAGE_OPTIONS + [
     ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})),
     ("grpc.enable_retries", 1),
+    # A half-open connection (a replica's host gone, a NAT dropping state) is found within 15 s.
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    # A replica that restarts is reconnected to within 2 s (gRPC's default backoff grows to 120 s).
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+]
+# What servers accept from such clients: pings every 10 s, even between calls.
+_KEEPALIVE_POLICY = [
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
 ]
 
 
 T = TypeVar("T")
 
 
-async def answer_each(
-    requests: AsyncIterator[Any], answer: Callable[[Any], Awaitable[T]], span_name: str
-) -> AsyncIterator[T]:
-    """A bidirectional stream's replies: answer(message.request) for each message, in order.
+class Draining:
+    """Whether the server has begun its graceful shutdown (RunningServer.stop sets it)."""
 
-    gRPC traces the whole stream as one span; each step gets a span of its own inside it.
+    def __init__(self) -> None:
+        self.active = False
+
+
+async def serve_session_stream(
+    requests: AsyncIterator[Any],
+    answer: Callable[[Any], Awaitable[T]],
+    end_session: Callable[[str], Awaitable[None]],
+    *,
+    span_name: str,
+    draining: Draining,
+) -> AsyncIterator[T]:
+    """A session stream's replies: answer(message.request) for each message, in order.
+
+    When the stream ends, however it ends (the client closed it, cancelled it, or its connection
+    broke), the sessions it carried are ended here: with several replicas, this is the one that
+    holds their caches. Once the server drains, the stream ends after the step in flight, and the
+    client sends its next step on a fresh stream, to another replica. gRPC traces the whole stream as
+    one span; each step gets a span of its own inside it.
     """
-    async for message in requests:
-        with _tracer.start_as_current_span(span_name) as span:
-            reply = await answer(message.request)
-            span.set_attributes(
-                {"specdec.session_id": message.request.session_id, "specdec.compute_seconds": reply.compute_seconds}
-            )
-        yield reply
+    sessions: set[str] = set()
+    try:
+        async for message in requests:
+            with _tracer.start_as_current_span(span_name) as span:
+                reply = await answer(message.request)
+                span.set_attributes(
+                    {"specdec.session_id": message.request.session_id, "specdec.compute_seconds": reply.compute_seconds}
+                )
+            sessions.add(message.request.session_id)
+            yield reply
+            if draining.active:
+                return
+    finally:
+        for session_id in sessions:
+            await end_session(session_id)
 
 
 def timed(fn: Callable[..., T], *args: Any) -> tuple[T, float]:
@@ -101,6 +138,7 @@ class ServerSpec:
     register: Callable[[grpc.aio.Server], None]
     service_names: list[str]
     readiness: Callable[[], Awaitable[None]] | None = None  # health is NOT_SERVING until it completes
+    draining: Draining = field(default_factory=Draining)  # shared with servicers that serve session streams
 
 
 @dataclass
@@ -109,9 +147,13 @@ class RunningServer:
     port: int
     health: health.aio.HealthServicer
     ready: asyncio.Task
+    draining: Draining
 
     async def stop(self, grace_s: float) -> None:
+        """Health says NOT_SERVING, new calls are refused, session streams end after the step in
+        flight, and calls still running after `grace_s` are cancelled."""
         self.ready.cancel()
+        self.draining.active = True
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
 
@@ -121,7 +163,7 @@ async def start_server(
 ) -> RunningServer:
     """Starts serving `spec` with health checking and reflection; port 0 picks a free port."""
     # No SO_REUSEPORT: a second server on a taken port must fail, not share it silently.
-    options = [*_MESSAGE_OPTIONS, ("grpc.so_reuseport", 0)]
+    options = [*_MESSAGE_OPTIONS, *_KEEPALIVE_POLICY, ("grpc.so_reuseport", 0)]
     if max_connection_age_s > 0:
         # Clients reconnect periodically, so replicas added by scaling receive traffic.
         options += [
@@ -148,7 +190,7 @@ async def start_server(
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving %s on %s:%d", ", ".join(spec.service_names), host, bound)
 
-    return RunningServer(server, bound, health_servicer, asyncio.create_task(become_ready()))
+    return RunningServer(server, bound, health_servicer, asyncio.create_task(become_ready()), spec.draining)
 
 
 async def serve(spec: ServerSpec, *, host: str, port: int, max_connection_age_s: float = 0.0, grace_s: float = 5.0) -> None:

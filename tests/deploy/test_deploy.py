@@ -270,6 +270,14 @@ def _parse_cli(argv: list[str], monkeypatch) -> argparse.Namespace:
     pytest.fail("specdec.cli.main did not parse its arguments")
 
 
+def _seconds(duration: str | int | float) -> float:
+    """A compose duration as `docker compose config` prints it ("30s", "1m30s") or as seconds."""
+    if isinstance(duration, (int, float)):
+        return float(duration)
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|m|s)", duration)
+    return sum(float(value) * {"h": 3600, "m": 60, "s": 1}[unit] for value, unit in parts)
+
+
 def _expand(args: list[str], env: dict[str, str]) -> list[str]:
     """Kubernetes' $(VAR) expansion of container args."""
     def one(arg: str) -> str:
@@ -284,6 +292,7 @@ def test_compose_commands_parse(variant, monkeypatch):
             namespace = _parse_cli(service["command"], monkeypatch)
             if name in ("draft", "target", "orchestrator"):
                 assert namespace.role == name
+                assert namespace.grace_s < _seconds(service["stop_grace_period"]), name
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -296,6 +305,9 @@ def test_kubernetes_args_parse(overlay, rendered, monkeypatch):
             namespace = _parse_cli(args, monkeypatch)
             if container["name"] == name:
                 assert namespace.role == name
+                # The drain fits in the pod's termination budget, after the preStop pause.
+                pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+                assert pre_stop + namespace.grace_s < pod["terminationGracePeriodSeconds"], name
                 if name != "orchestrator":
                     assert namespace.max_connection_age_s > 0
                 else:

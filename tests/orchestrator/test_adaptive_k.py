@@ -157,3 +157,28 @@ def test_a_probe_the_budget_does_not_allow_is_put_off_not_repeated_forever():
     assert ks == [1, 1, 0, 0]  # k = 1 probed (its first call prefilled); k = 3 does not fit, so no probe
     assert AdaptiveK(CostModel(), "model", max_k=8).choose(limit=0).k == 0  # no room, nothing measured yet
     assert chooser.choose(limit=100).k == 3  # a longer request probes it
+
+
+def test_a_failed_draft_call_teaches_no_cost_and_never_divides_by_zero():
+    costs = CostModel(max_k=8)
+    adaptive = AdaptiveK(costs, "model", max_k=8)
+    for _ in range(3):  # the stream's first calls (prefills), then one that the draft failed
+        adaptive.observe(3, 0, 0, draft_seconds=0.0, target_seconds=0.05, draft_answered=False)
+    assert costs.drafter("model").draft.ks_seen == set()
+    CallCost().observe(2, 0.0)  # nothing to learn from no time at all
+    adaptive.observe(1, 1, 1, draft_seconds=0.004, target_seconds=0.05)
+    assert costs.drafter("model").draft.ks_seen == set()  # the draft's first answered call is its prefill
+    adaptive.observe(1, 1, 1, draft_seconds=0.004, target_seconds=0.05)
+    assert costs.drafter("model").draft.ks_seen == {1}
+
+
+def test_without_a_drafter_only_plain_decoding_or_a_lookup_is_chosen():
+    costs = CostModel(max_k=8)
+    adaptive = AdaptiveK(costs, "model", max_k=8, lookup=True, judged="greedy")
+    assert adaptive.choose(limit=8, match_n=3, match_len=4, drafter=False) == Plan(0)  # no target cost known yet
+    for _ in range(5):
+        adaptive.observe(0, 0, 0, draft_seconds=0.0, target_seconds=0.05)
+    assert adaptive.choose(limit=8, drafter=False) == Plan(0)
+    # A long match looks worth verifying (optimistic rates, a flat target cost), and needs no draft call.
+    plan = adaptive.choose(limit=8, match_n=3, match_len=4, drafter=False)
+    assert plan.lookup_n == 3 and plan.k >= 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import urllib.request
 
 import grpc
 import pytest
@@ -11,7 +10,6 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from prometheus_client.parser import text_string_to_metric_families
 
 from draft_service.server import draft_server
 from orchestrator.server import OrchestratorOptions, orchestrator_server
@@ -20,7 +18,7 @@ from specdec.runtime.hosted_model import ModelOptions
 from specdec.runtime.serving import start_server
 from specdec.v1 import generation_pb2, generation_pb2_grpc
 from target_service.server import target_server
-from tests.stack import Stack
+from tests.stack import Stack, scrape
 
 REQUEST = generation_pb2.GenerateRequest(
     prompt="abcab", max_new_tokens=6, num_speculative_tokens=2, draft="model", ignore_eos=True
@@ -111,15 +109,6 @@ def test_tracing_is_requested_only_by_the_environment(monkeypatch):
     assert telemetry.tracing_requested()
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
     assert not telemetry.tracing_requested()
-
-
-def scrape(port: int) -> dict[tuple[str, tuple], float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
 
 
 def test_prometheus_metrics_on_every_service(tiny_target, tiny_draft):
