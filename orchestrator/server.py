@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from orchestrator.clients import DraftClient, TargetClient, open_channel
+from orchestrator.http_api import HttpServer, build_app
 from orchestrator.servicer import GenerationServicer
 from specdec.runtime.models import load_tokenizer
 from specdec.runtime.serving import ServerSpec
@@ -21,6 +22,8 @@ class OrchestratorOptions:
     max_adaptive_k: int
     default_max_new_tokens: int
     call_timeout_s: float
+    http_host: str = "0.0.0.0"
+    http_port: int = 0  # the OpenAI-compatible HTTP API; 0 = off
 
 
 def orchestrator_server(options: OrchestratorOptions) -> ServerSpec:
@@ -34,8 +37,10 @@ def orchestrator_server(options: OrchestratorOptions) -> ServerSpec:
         max_adaptive_k=options.max_adaptive_k,
         default_max_new_tokens=options.default_max_new_tokens,
     )
+    companions = [HttpServer(build_app(servicer), options.http_host, options.http_port)] if options.http_port else []
     return ServerSpec(
         register=lambda server: generation_pb2_grpc.add_GenerationServicer_to_server(servicer, server),
         service_names=[generation_pb2.DESCRIPTOR.services_by_name["Generation"].full_name],
         readiness=servicer.connect,
+        companions=companions,
     )

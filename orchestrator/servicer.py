@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
 
 import grpc
 from opentelemetry import trace
@@ -84,7 +85,26 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         log.info("target %s, draft %s (default %s, k=%s)", target_info.model, draft_info.model or "n-gram only",
                  default_draft, self._default_k or "adaptive")
 
+    @property
+    def ready(self) -> bool:
+        """Both upstreams answered and agree with our tokenizer."""
+        return self._defaults is not None
+
+    @property
+    def model(self) -> str:
+        """The target model's name, as its service reports it."""
+        return self._target.info.model
+
     async def Generate(self, request: generation_pb2.GenerateRequest, context: grpc.aio.ServicerContext):
+        async for chunk in self.generate(request, _deadline(context)):
+            yield chunk
+
+    async def generate(
+        self, request: generation_pb2.GenerateRequest, deadline: float | None
+    ) -> AsyncIterator[generation_pb2.GenerateResponse]:
+        """The one request path behind both front doors (gRPC, and the OpenAI-compatible HTTP API):
+        chunks of text and tokens, the last with the finish reason and statistics. `deadline`:
+        the client's, as a time.monotonic() instant (None: none)."""
         if self._defaults is None:
             raise Unavailable("the orchestrator is still connecting to the draft and target services; retry shortly")
         info = self._target.info
@@ -108,7 +128,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         try:
             with tracer.start_as_current_span(f"text_completion {info.model}", attributes=attributes), \
                     metrics.ACTIVE_REQUESTS.track_inprogress():
-                async for chunk in read_ahead(self._stream(config, session_id, _deadline(context))):
+                async for chunk in read_ahead(self._stream(config, session_id, deadline)):
                     yield chunk
         finally:
             # Closing the session's upstream streams frees its caches on the replicas that hold them

@@ -33,6 +33,8 @@ def add_parser(commands) -> None:
             parser.add_argument("--max-adaptive-k", type=int, default=8, help="the largest k adaptive k picks")
             parser.add_argument("--default-max-new-tokens", type=int, default=256)
             parser.add_argument("--call-timeout-s", type=float, default=60.0, help="deadline for the reply to each draft or target step")
+            parser.add_argument("--http-port", type=int, default=0,
+                                help="serve the OpenAI-compatible HTTP API on this port too, on --host (0 = off)")
         else:
             parser.add_argument("--model", default=DEFAULT_MODEL if role == "target" else "",
                                 help="HF id, directory, .gguf file, 'default' or 'default-draft'"
@@ -73,6 +75,8 @@ async def _serve_role(args: argparse.Namespace) -> None:
                 max_adaptive_k=args.max_adaptive_k,
                 default_max_new_tokens=args.default_max_new_tokens,
                 call_timeout_s=args.call_timeout_s,
+                http_host=args.host,
+                http_port=args.http_port,
             )
         )
     else:

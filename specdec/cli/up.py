@@ -22,6 +22,7 @@ def add_parser(commands) -> None:
     up.add_argument("--target-port", type=int, default=DEFAULT_PORTS["target"])
     up.add_argument("--metrics-port", type=int, default=METRICS_PORT,
                     help="orchestrator's /metrics; draft and target use the next two ports (0 = off)")
+    up.add_argument("--http-port", type=int, default=8000, help="the OpenAI-compatible HTTP API (0 = off)")
     up.add_argument("--target-replicas", type=int, default=1,
                     help="target processes; the first on --target-port, the others on free ports")
     up.add_argument("--draft-replicas", type=int, default=1,
@@ -46,7 +47,7 @@ def _up(args: argparse.Namespace) -> None:
         metrics_ports={role: args.metrics_port + offset if args.metrics_port else 0
                        for offset, role in enumerate(("orchestrator", "draft", "target"))},
         model_flags=("--dtype", args.dtype, "--device", args.device),
-        orchestrator_flags=("--default-k", str(args.default_k)),
+        orchestrator_flags=("--default-k", str(args.default_k), "--http-port", str(args.http_port)),
         replicas={"target": args.target_replicas, "draft": args.draft_replicas},
     )
     stack = LocalStack(spec)
@@ -59,7 +60,9 @@ def _up(args: argparse.Namespace) -> None:
               f"(target {args.target_model} on {_replicas(spec, 'target')}, "
               f"draft {args.draft_model or 'n-gram'} on {_replicas(spec, 'draft')}).\n"
               f"Try: specdec generate --address {stack.address} \"Why is the sky blue?\"\n"
-              "Press Ctrl-C to stop.", flush=True)
+              + (f"The OpenAI-compatible API: http://{args.host}:{args.http_port}/v1 (POST /chat/completions, "
+                 "/completions; GET /models)\n" if args.http_port else "")
+              + "Press Ctrl-C to stop.", flush=True)
         while not stack.exited():
             time.sleep(0.5)
         print(f"specdec: {', '.join(stack.exited())} exited; stopping the stack", file=sys.stderr)

@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -131,6 +131,12 @@ class ModelWorker:
             return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(timed, fn, *args))
 
 
+class Companion(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self, grace_s: float) -> None: ...
+
+
 @dataclass(frozen=True)
 class ServerSpec:
     """What a service contributes to a server: its servicers and when it is ready."""
@@ -139,6 +145,8 @@ class ServerSpec:
     service_names: list[str]
     readiness: Callable[[], Awaitable[None]] | None = None  # health is NOT_SERVING until it completes
     draining: Draining = field(default_factory=Draining)  # shared with servicers that serve session streams
+    # Servers that live and drain with this one in its event loop (the orchestrator's HTTP API).
+    companions: list[Companion] = field(default_factory=list)
 
 
 @dataclass
@@ -148,6 +156,7 @@ class RunningServer:
     health: health.aio.HealthServicer
     ready: asyncio.Task
     draining: Draining
+    companions: list[Companion]
 
     async def stop(self, grace_s: float) -> None:
         """Health says NOT_SERVING, new calls are refused, session streams end after the step in
@@ -155,7 +164,7 @@ class RunningServer:
         self.ready.cancel()
         self.draining.active = True
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace_s)
+        await asyncio.gather(self.server.stop(grace_s), *(companion.stop(grace_s) for companion in self.companions))
 
 
 async def start_server(
@@ -190,7 +199,11 @@ async def start_server(
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving %s on %s:%d", ", ".join(spec.service_names), host, bound)
 
-    return RunningServer(server, bound, health_servicer, asyncio.create_task(become_ready()), spec.draining)
+    for companion in spec.companions:
+        await companion.start()
+    return RunningServer(
+        server, bound, health_servicer, asyncio.create_task(become_ready()), spec.draining, spec.companions
+    )
 
 
 async def serve(spec: ServerSpec, *, host: str, port: int, max_connection_age_s: float = 0.0, grace_s: float = 5.0) -> None:
