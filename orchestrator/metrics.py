@@ -10,6 +10,9 @@ _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60, 12
 
 REQUESTS = Counter("specdec_requests", "Generate calls completed", ["draft", "finish_reason"])
 ACTIVE_REQUESTS = Gauge("specdec_active_requests", "Generate calls in flight")
+# The names follow vLLM's num_requests_running / num_requests_waiting, which gateways read.
+REQUESTS_RUNNING = Gauge("specdec_num_requests_running", "Streams generating")
+REQUESTS_WAITING = Gauge("specdec_num_requests_waiting", "Streams waiting for a place to generate")
 PROMPT_TOKENS = Counter("specdec_prompt_tokens", "Prompt tokens processed")
 GENERATION_TOKENS = Counter("specdec_generation_tokens", "Tokens generated")
 NUM_DRAFTS = Counter("specdec_spec_decode_num_drafts", "Iterations that drafted at least one token")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from orchestrator.admission import DEFAULT_MAX_RUNNING, DEFAULT_MAX_WAITING, Admission
 from orchestrator.clients import DraftClient, TargetClient, open_channel
 from orchestrator.http_api import HttpServer, build_app
 from orchestrator.servicer import GenerationServicer
@@ -22,6 +23,8 @@ class OrchestratorOptions:
     max_adaptive_k: int
     default_max_new_tokens: int
     call_timeout_s: float
+    max_concurrent_streams: int = DEFAULT_MAX_RUNNING
+    max_queued_streams: int = DEFAULT_MAX_WAITING
     http_host: str = "0.0.0.0"
     http_port: int = 0  # the OpenAI-compatible HTTP API; 0 = off
 
@@ -36,6 +39,7 @@ def orchestrator_server(options: OrchestratorOptions) -> ServerSpec:
         default_k=options.default_k,
         max_adaptive_k=options.max_adaptive_k,
         default_max_new_tokens=options.default_max_new_tokens,
+        admission=Admission(options.max_concurrent_streams, options.max_queued_streams),
     )
     companions = [HttpServer(build_app(servicer), options.http_host, options.http_port)] if options.http_port else []
     return ServerSpec(

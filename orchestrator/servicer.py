@@ -15,6 +15,7 @@ from transformers import PreTrainedTokenizerBase
 
 from orchestrator import metrics
 from orchestrator.adaptive_k import CostModel
+from orchestrator.admission import Admission
 from orchestrator.clients import DraftClient, TargetClient
 from orchestrator.draft_guard import DraftGuard
 from orchestrator.loop import LoopStats, SpeculativeLoop
@@ -39,8 +40,10 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         default_k: int,
         max_adaptive_k: int,
         default_max_new_tokens: int,
+        admission: Admission,
     ) -> None:
         self._tokenizer = tokenizer
+        self._admission = admission
         self._draft = draft
         self._target = target
         self._default_draft = default_draft
@@ -125,15 +128,16 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
             "specdec.k": config.k,
             "specdec.session_id": session_id,
         }
-        try:
-            with tracer.start_as_current_span(f"text_completion {info.model}", attributes=attributes), \
-                    metrics.ACTIVE_REQUESTS.track_inprogress():
-                async for chunk in read_ahead(self._stream(config, session_id, deadline)):
-                    yield chunk
-        finally:
-            # Closing the session's upstream streams frees its caches on the replicas that hold them
-            # (had the streams broken, the caches are bounded and evict on their own).
-            asyncio.ensure_future(self._end_session(session_id))
+        with metrics.ACTIVE_REQUESTS.track_inprogress():
+            async with self._admission.place():
+                try:
+                    with tracer.start_as_current_span(f"text_completion {info.model}", attributes=attributes):
+                        async for chunk in read_ahead(self._stream(config, session_id, deadline)):
+                            yield chunk
+                finally:
+                    # Closing the session's upstream streams frees its caches on the replicas that hold
+                    # them (had the streams broken, the caches are bounded and evict on their own).
+                    asyncio.ensure_future(self._end_session(session_id))
 
     async def _stream(self, config: GenerationConfig, session_id: str, deadline: float | None):
         started = time.perf_counter()

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 
+from orchestrator.admission import DEFAULT_MAX_RUNNING, DEFAULT_MAX_WAITING
 from specdec.cli.launcher import DEFAULT_PORTS, METRICS_PORT
 from specdec.default_models import DEFAULT_MODEL
 
@@ -33,6 +34,10 @@ def add_parser(commands) -> None:
             parser.add_argument("--max-adaptive-k", type=int, default=8, help="the largest k adaptive k picks")
             parser.add_argument("--default-max-new-tokens", type=int, default=256)
             parser.add_argument("--call-timeout-s", type=float, default=60.0, help="deadline for the reply to each draft or target step")
+            parser.add_argument("--max-concurrent-streams", type=int, default=DEFAULT_MAX_RUNNING,
+                                help="streams generating at once")
+            parser.add_argument("--max-queued-streams", type=int, default=DEFAULT_MAX_WAITING,
+                                help="streams waiting for a place; beyond both, RESOURCE_EXHAUSTED at once")
             parser.add_argument("--http-port", type=int, default=0,
                                 help="serve the OpenAI-compatible HTTP API on this port too, on --host (0 = off)")
         else:
@@ -75,6 +80,8 @@ async def _serve_role(args: argparse.Namespace) -> None:
                 max_adaptive_k=args.max_adaptive_k,
                 default_max_new_tokens=args.default_max_new_tokens,
                 call_timeout_s=args.call_timeout_s,
+                max_concurrent_streams=args.max_concurrent_streams,
+                max_queued_streams=args.max_queued_streams,
                 http_host=args.host,
                 http_port=args.http_port,
             )

@@ -7,6 +7,7 @@ import signal
 import sys
 import time
 
+from orchestrator.admission import DEFAULT_MAX_RUNNING, DEFAULT_MAX_WAITING
 from specdec.cli.launcher import DEFAULT_PORTS, METRICS_PORT, LocalStack, ServiceFailed, StackSpec
 from specdec.default_models import DEFAULT_DRAFT, DEFAULT_MODEL, ensure_embedded_model
 
@@ -23,6 +24,9 @@ def add_parser(commands) -> None:
     up.add_argument("--metrics-port", type=int, default=METRICS_PORT,
                     help="orchestrator's /metrics; draft and target use the next two ports (0 = off)")
     up.add_argument("--http-port", type=int, default=8000, help="the OpenAI-compatible HTTP API (0 = off)")
+    up.add_argument("--max-concurrent-streams", type=int, default=DEFAULT_MAX_RUNNING,
+                    help="streams generating at once")
+    up.add_argument("--max-queued-streams", type=int, default=DEFAULT_MAX_WAITING, help="streams waiting for a place")
     up.add_argument("--target-replicas", type=int, default=1,
                     help="target processes; the first on --target-port, the others on free ports")
     up.add_argument("--draft-replicas", type=int, default=1,
@@ -47,7 +51,9 @@ def _up(args: argparse.Namespace) -> None:
         metrics_ports={role: args.metrics_port + offset if args.metrics_port else 0
                        for offset, role in enumerate(("orchestrator", "draft", "target"))},
         model_flags=("--dtype", args.dtype, "--device", args.device),
-        orchestrator_flags=("--default-k", str(args.default_k), "--http-port", str(args.http_port)),
+        orchestrator_flags=("--default-k", str(args.default_k), "--http-port", str(args.http_port),
+                            "--max-concurrent-streams", str(args.max_concurrent_streams),
+                            "--max-queued-streams", str(args.max_queued_streams)),
         replicas={"target": args.target_replicas, "draft": args.draft_replicas},
     )
     stack = LocalStack(spec)

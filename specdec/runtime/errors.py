@@ -3,7 +3,7 @@
 Servicers raise plain exceptions; `ErrorInterceptor`, installed on every server, maps each to the
 status that fits, so no method of any service can answer UNKNOWN:
 
-- InvalidArgument / FailedPrecondition / Unavailable: their status, with their message;
+- InvalidArgument / FailedPrecondition / Unavailable / ResourceExhausted: their status, with their message;
 - a failed upstream call (grpc.aio.AioRpcError, the orchestrator's calls to draft and target):
   the upstream's status, so UNAVAILABLE stays UNAVAILABLE and DEADLINE_EXCEEDED stays
   DEADLINE_EXCEEDED (an upstream UNKNOWN becomes INTERNAL);
@@ -34,10 +34,15 @@ class Unavailable(RuntimeError):
     """Not ready yet (or going away): the caller should retry; becomes UNAVAILABLE."""
 
 
+class ResourceExhausted(RuntimeError):
+    """At a limit (streams running and waiting): retry later; becomes RESOURCE_EXHAUSTED."""
+
+
 _STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 
