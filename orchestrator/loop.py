@@ -75,7 +75,8 @@ class SpeculativeLoop:
     ) -> None:
         self._config = config
         # Acceptance depends on the drafter and on how the target judges its drafts.
-        judged = (config.params.greedy, config.params.lenience)
+        # Lenience rounded, so clients sending many distinct values cannot grow that state without bound.
+        judged = (config.params.greedy, round(config.params.lenience, 2))
         # An adaptive model-drafted stream also weighs prompt lookup over its own tokens: free where
         # text repeats.
         self._lookup = config.adaptive and config.draft == "model"

@@ -13,6 +13,10 @@ from specdec.runtime.validation import checked_sampling
 from specdec.v1 import generation_pb2
 
 DRAFT_KINDS = ("model", "ngram", "none")
+MAX_STOP_STRINGS, MAX_STOP_CHARS = 16, 256  # each one is matched against the text after every token
+# A prompt longer than this many characters per token of context cannot fit: refused before it is
+# tokenized, so a multi-megabyte prompt costs no tokenizer time on the orchestrator's event loop.
+MAX_CHARS_PER_TOKEN = 32
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,11 @@ def parse_request(
     vocab_size: int,
     max_context: int,
 ) -> GenerationConfig:
+    text_chars = len(request.prompt) + sum(len(m.content) + len(m.role) for m in request.messages)
+    if text_chars > MAX_CHARS_PER_TOKEN * max_context:
+        raise InvalidArgument(
+            f"the prompt is {text_chars} characters; the target model's context of {max_context} tokens cannot hold it"
+        )
     prompt_ids = _prompt_ids(request, tokenizer, vocab_size)
     if len(prompt_ids) >= max_context:
         raise InvalidArgument(
@@ -77,6 +86,11 @@ def parse_request(
 
     if any(not s for s in request.stop):
         raise InvalidArgument("stop strings must not be empty")
+    if len(request.stop) > MAX_STOP_STRINGS or any(len(s) > MAX_STOP_CHARS for s in request.stop):
+        raise InvalidArgument(
+            f"at most {MAX_STOP_STRINGS} stop strings of at most {MAX_STOP_CHARS} characters each; "
+            f"got {len(request.stop)}, the longest {max(len(s) for s in request.stop)} characters"
+        )
     seed = request.seed if request.HasField("seed") else random.getrandbits(63)
     return GenerationConfig(
         prompt_ids=prompt_ids,

@@ -142,5 +142,5 @@ def generate_data(model, tokenizer, plan: GenerationPlan, data_dir: Path, minute
 def load_shards(data_dir: Path) -> list[dict]:
     records = []
     for path in sorted(Path(data_dir).glob("shard-*.pt")):
-        records.extend(torch.load(path, weights_only=False))
+        records.extend(torch.load(path, weights_only=True))
     return [r for r in records if len(r["answer"]) > 0]

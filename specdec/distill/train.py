@@ -170,7 +170,7 @@ def train(target, tokenizer, records: list[dict], config: DraftConfig, options: 
                                    {"params": others, "lr_scale": 1.0, "weight_decay": 0.01}], lr=options.lr, betas=(0.9, 0.98))
     state = {"step": 0, "seconds": 0.0, "tokens": 0, "epoch": 0, "config": asdict(config), "init": info}
     if checkpoint_path.exists():
-        saved = torch.load(checkpoint_path, weights_only=False, map_location=device)
+        saved = torch.load(checkpoint_path, weights_only=True, map_location=device)
         if saved["state"]["config"] != asdict(config):
             raise SystemExit(f"distill: {checkpoint_path} is for {saved['state']['config']}, not {asdict(config)}; "
                              "use another --work or the same model flags")

@@ -11,6 +11,11 @@ from dataclasses import dataclass
 import torch
 
 
+# Below MIN_TEMPERATURE, logits / temperature overflow float32 on their way to a one-hot row (greedy
+# says that exactly); above MAX_TEMPERATURE a distribution is uniform for any practical purpose.
+MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-5, 100.0
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     temperature: float = 0.0  # 0 = greedy
@@ -24,8 +29,9 @@ class SamplingParams:
 
     def validate(self) -> None:
         """Raises ValueError with a message a person can act on."""
-        if not self.temperature >= 0.0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not (self.temperature == 0.0 or MIN_TEMPERATURE <= self.temperature <= MAX_TEMPERATURE):
+            raise ValueError(f"temperature must be 0 (greedy) or in [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}], "
+                             f"got {self.temperature}")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
@@ -92,11 +98,12 @@ def target_distribution(logits: torch.Tensor, params: SamplingParams) -> torch.T
 def sample_token(weights: torch.Tensor, generator: torch.Generator) -> int:
     """One token from a [V] row of non-negative weights, by inverting their running sum.
 
-    Exact, and ~30x cheaper than torch.multinomial for one CPU row of a 49k vocabulary. A one-hot
-    row (greedy drafting) always gives its hot token.
+    Exact, and ~30x cheaper than torch.multinomial for one CPU row of a 49k vocabulary. In float64,
+    as vLLM samples: a float32 running sum over a 49k-128k vocabulary resolves its tail only to
+    ~6e-8. A one-hot row (greedy drafting) always gives its hot token.
     """
-    cdf = weights.float().cumsum(dim=0)  # [V]
-    u = torch.rand(1, generator=generator) * cdf[-1]
+    cdf = weights.double().cumsum(dim=0)  # [V]
+    u = torch.rand(1, generator=generator, dtype=torch.float64) * cdf[-1]
     # The first token whose cumulative weight exceeds u has weight > 0.
     index = int(torch.searchsorted(cdf, u, right=True))
     return index if index < cdf.shape[0] else int(weights.nonzero()[-1])  # u rounded up to the total

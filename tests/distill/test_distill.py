@@ -34,14 +34,14 @@ def test_distill_trains_resumes_and_exports(tmp_path, capsys):
     _distill(target, out, prompts, steps=3)
     work = out / ".distill"
     assert len(list((work / "data").glob("shard-*.pt"))) == 4  # 8 prompts x 2 passes / batch 4
-    assert torch.load(work / "checkpoint.pt", weights_only=False)["state"]["step"] == 3
+    assert torch.load(work / "checkpoint.pt", weights_only=True)["state"]["step"] == 3
     capsys.readouterr()
 
     _distill(target, out, prompts, steps=6, eval_prompts=held_out)  # resumes: data done, training at step 3
     printed = capsys.readouterr().out
     assert "all 4 data shards already" in printed
     assert "resuming from" in printed and "at step 3" in printed
-    assert torch.load(work / "checkpoint.pt", weights_only=False)["state"]["step"] == 6
+    assert torch.load(work / "checkpoint.pt", weights_only=True)["state"]["step"] == 6
 
     draft = AutoModelForCausalLM.from_pretrained(out)
     assert type(draft).__name__ == "LlamaForCausalLM"

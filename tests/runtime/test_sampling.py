@@ -111,3 +111,17 @@ def test_validate_rejects_bad_values_naming_the_field(kwargs, field):
 )
 def test_validate_accepts_boundary_values(kwargs):
     SamplingParams(**kwargs).validate()
+
+
+@pytest.mark.parametrize("temperature", [1e-40, 1e-6, float("inf"), float("nan"), 101.0, -1.0])
+def test_temperatures_that_would_overflow_or_mean_nothing_are_refused(temperature):
+    with pytest.raises(ValueError, match="temperature must be 0"):
+        SamplingParams(temperature=temperature).validate()
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1e-5, 0.7, 100.0])
+def test_greedy_and_usable_temperatures_are_accepted(temperature):
+    SamplingParams(temperature=temperature).validate()
+    if temperature:
+        probs = sampling_probs(torch.tensor([[30.0, 29.0, -5.0]]), SamplingParams(temperature=temperature))
+        assert torch.isfinite(probs).all() and abs(float(probs.sum()) - 1) < 1e-5

@@ -192,6 +192,13 @@ BAD_REQUESTS = {
     "negative max_new_tokens": (dict(max_new_tokens=-1), "max_new_tokens"),
     "lenience above one": (dict(lenience=2.0), "lenience"),
     "empty stop string": (dict(stop=[""]), "stop"),
+    # Hostile values: none of them may cost the server more than a refusal.
+    "vanishing temperature": (dict(temperature=1e-40), "temperature must be 0 (greedy) or in"),
+    "infinite temperature": (dict(temperature=float("inf")), "temperature"),
+    "NaN top_p": (dict(top_p=float("nan")), "top_p"),
+    "too many stop strings": (dict(stop=["x"] * 20_000), "at most 16 stop strings"),
+    "a huge stop string": (dict(stop=["x" * 200_000]), "at most 256 characters"),
+    "a multi-megabyte prompt": (dict(prompt="ab" * 1_500_000), "characters; the target model's context"),
 }
 
 
