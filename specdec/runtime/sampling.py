@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import torch
 
 
-# Below MIN_TEMPERATURE, logits / temperature overflow float32 on their way to a one-hot row (greedy
-# says that exactly); above MAX_TEMPERATURE a distribution is uniform for any practical purpose.
+# Below MIN_TEMPERATURE, logits / temperature overflow float32 on their way to a one-hot row: requests
+# are treated as greedy, which says that exactly (validation.checked_sampling). Above MAX_TEMPERATURE
+# a distribution is uniform for any practical purpose.
 MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-5, 100.0
 
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from specdec.runtime.errors import InvalidArgument
-from specdec.runtime.sampling import SamplingParams
+from specdec.runtime.sampling import MIN_TEMPERATURE, SamplingParams
 from specdec.v1 import common_pb2
 
 
 def checked_sampling(params: SamplingParams) -> SamplingParams:
-    """`params`, or InvalidArgument saying which setting is out of range."""
+    """`params`, or InvalidArgument saying which setting is out of range. A temperature below
+    MIN_TEMPERATURE (where logits / temperature would overflow) is treated as greedy, its limit."""
+    if 0.0 < params.temperature < MIN_TEMPERATURE:
+        params = dataclasses.replace(params, temperature=0.0)
     try:
         params.validate()
     except ValueError as error:

@@ -6,7 +6,9 @@ import pytest
 import torch
 from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
+from specdec.runtime.errors import InvalidArgument
 from specdec.runtime.sampling import SamplingParams, argmax, greedy_scores, sampling_probs
+from specdec.runtime.validation import checked_sampling
 
 V = 50
 
@@ -113,10 +115,17 @@ def test_validate_accepts_boundary_values(kwargs):
     SamplingParams(**kwargs).validate()
 
 
-@pytest.mark.parametrize("temperature", [1e-40, 1e-6, float("inf"), float("nan"), 101.0, -1.0])
-def test_temperatures_that_would_overflow_or_mean_nothing_are_refused(temperature):
-    with pytest.raises(ValueError, match="temperature must be 0"):
-        SamplingParams(temperature=temperature).validate()
+@pytest.mark.parametrize("temperature", [float("inf"), float("nan"), 101.0, -1.0])
+def test_temperatures_that_mean_nothing_are_refused(temperature):
+    with pytest.raises(InvalidArgument, match="temperature must be 0"):
+        checked_sampling(SamplingParams(temperature=temperature))
+
+
+@pytest.mark.parametrize("temperature", [1e-40, 1e-6])
+def test_temperatures_below_the_floor_are_greedy(temperature):
+    with pytest.raises(ValueError):
+        SamplingParams(temperature=temperature).validate()  # never sampled at: logits / t would overflow
+    assert checked_sampling(SamplingParams(temperature=temperature)).greedy
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1e-5, 0.7, 100.0])
