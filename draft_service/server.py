@@ -16,4 +16,5 @@ def draft_server(model: str, options: ModelOptions) -> ServerSpec:
         register=lambda server: draft_pb2_grpc.add_DraftServicer_to_server(servicer, server),
         service_names=[draft_pb2.DESCRIPTOR.services_by_name["Draft"].full_name],
         draining=draining,
+        require_client_certificates=True,  # with TLS and a CA: the orchestrator only
     )

@@ -11,11 +11,14 @@ from specdec.runtime import service_metrics
 from specdec.runtime.errors import FailedPrecondition
 from specdec.runtime.hosted_model import HostedModel
 from specdec.runtime.serving import Draining, ModelWorker, serve_session_stream, timed
-from specdec.runtime.validation import check_tokens, sampling_from_proto
+from specdec.runtime.validation import check_fingerprint, check_tokens, sampling_from_proto
 from specdec.runtime.wire import encode_rows
 from specdec.v1 import common_pb2, draft_pb2, draft_pb2_grpc
 
 NGRAM_MAX_K = 64  # the n-gram drafter costs nothing per token; only the target bounds its k
+# Without a model, what an n-gram request may hold: ids up to the largest vocabularies in use (the
+# rows are this wide) and sequences up to a long context (the lookup scans them on the event loop).
+NGRAM_MAX_VOCAB, NGRAM_MAX_CONTEXT = 1 << 18, 1 << 20
 
 
 class DraftServicer(draft_pb2_grpc.DraftServicer):
@@ -43,6 +46,7 @@ class DraftServicer(draft_pb2_grpc.DraftServicer):
             if self._model is None:
                 raise FailedPrecondition("this draft service has no model loaded (start it with --model); use draft=ngram")
             info = self._model.info
+            check_fingerprint(request.tokenizer_fingerprint, info)
             tokens = check_tokens(
                 request.token_ids, num_new=k, max_new=info.max_speculative_tokens, vocab_size=info.vocab_size,
                 max_context=info.max_context,
@@ -52,7 +56,13 @@ class DraftServicer(draft_pb2_grpc.DraftServicer):
                 lm.uncached_len(session_id, tokens), propose_with_model, lm, session_id, tokens, k, params, request.seed
             )
         else:  # DRAFT_METHOD_NGRAM, and the default
-            tokens = check_tokens(request.token_ids, num_new=k, max_new=NGRAM_MAX_K, vocab_size=0, max_context=2**31 - 1)
+            # The model's vocabulary and context when there is one: any other id means other text to it.
+            info = self._model.info if self._model is not None else None
+            tokens = check_tokens(
+                request.token_ids, num_new=k, max_new=NGRAM_MAX_K,
+                vocab_size=info.vocab_size if info else NGRAM_MAX_VOCAB,
+                max_context=info.max_context if info else NGRAM_MAX_CONTEXT,
+            )
             proposal, seconds = timed(propose_with_ngram, tokens, k)
         # Greedy q is one-hot at each proposed token: the tokens say it all.
         rows = None if params.greedy else encode_rows(proposal.q)

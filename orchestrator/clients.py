@@ -16,6 +16,7 @@ from specdec.runtime import telemetry
 from specdec.runtime.sampling import SamplingParams
 from specdec.runtime.serving import CHANNEL_OPTIONS
 from specdec.runtime.speculative import Proposal
+from specdec.runtime.tls import TlsFiles, aio_channel
 from specdec.runtime.validation import sampling_to_proto
 from specdec.runtime.wire import decode_rows
 from specdec.v1 import common_pb2, draft_pb2, draft_pb2_grpc, target_pb2, target_pb2_grpc
@@ -60,9 +61,13 @@ class SessionStreams(Generic[Request, Reply]):
     the session starts. Closing a session's stream is what frees its cache on the replica.
     """
 
-    def __init__(self, method: grpc.aio.StreamStreamMultiCallable, service: str) -> None:
+    def __init__(
+        self, method: grpc.aio.StreamStreamMultiCallable, service: str, also_resend: frozenset = frozenset()
+    ) -> None:
+        """also_resend: more status codes that another replica may not answer with."""
         self._method = method
         self._service = service
+        self._resendable = _RESENDABLE | also_resend
         self._calls: dict[str, grpc.aio.StreamStreamCall] = {}
         self._deadlines: dict[str, float] = {}  # of the sessions whose request has one
 
@@ -97,7 +102,7 @@ class SessionStreams(Generic[Request, Reply]):
                 # A stream opened earlier may just have broken (writing to it can fail as INTERNAL):
                 # a fresh one, at once. A fresh stream's failure is the answer, unless resending helps.
                 if not reused:
-                    if error.code() not in _RESENDABLE or not resend or time.monotonic() + backoff_s >= deadline:
+                    if error.code() not in self._resendable or not resend or time.monotonic() + backoff_s >= deadline:
                         raise
                     await asyncio.sleep(backoff_s)
                     backoff_s = min(2 * backoff_s, _MAX_BACKOFF_S)
@@ -135,6 +140,8 @@ class _Upstream:
     channel: grpc.aio.Channel
     timeout_s: float  # the most one step may take
     info: common_pb2.ModelInfo = field(default_factory=common_pb2.ModelInfo)
+    # The tokenizer every step says it expects, so no replica with another answers it (set by connect).
+    fingerprint: str = ""
 
     def start_session(self, session_id: str, deadline: float | None) -> None:
         """Opens the stream the session's calls go on (also opened on the first call if not), with
@@ -169,7 +176,7 @@ class DraftClient(_Upstream):
         resent beyond one fresh stream: a draft that cannot answer in time is skipped, not waited for."""
         message = draft_pb2.ProposeStreamRequest(request=draft_pb2.ProposeRequest(
             session_id=session_id, token_ids=token_ids, num_tokens=k, sampling=sampling_to_proto(params),
-            seed=seed, method=DRAFT_METHODS[method],
+            seed=seed, method=DRAFT_METHODS[method], tokenizer_fingerprint=self.fingerprint,
         ))
         started = time.perf_counter()
         reply_message = await self._streams.call(session_id, message, time.monotonic() + min(timeout_s, self.timeout_s))
@@ -187,7 +194,8 @@ class TargetClient(_Upstream):
 
     @cached_property
     def _streams(self) -> SessionStreams[target_pb2.ScoreStreamRequest, target_pb2.ScoreStreamResponse]:
-        return SessionStreams(self._stub.ScoreStream, "target")
+        # A replica with another model (mid-rollout) refuses the step: another may take it.
+        return SessionStreams(self._stub.ScoreStream, "target", also_resend=frozenset({grpc.StatusCode.FAILED_PRECONDITION}))
 
     async def fetch_info(self) -> common_pb2.ModelInfo:
         # No deadline: wait for the service to come up (health says NOT_SERVING meanwhile).
@@ -213,6 +221,7 @@ class TargetClient(_Upstream):
         message = target_pb2.ScoreStreamRequest(request=target_pb2.ScoreRequest(
             session_id=session_id, token_ids=token_ids, draft_token_ids=draft_token_ids,
             sampling=sampling_to_proto(params), draft_token_probs=q_x.tolist(), uniforms=u.tolist(),
+            tokenizer_fingerprint=self.fingerprint,
         ))
         started = time.perf_counter()
         step_deadline = time.monotonic() + self.timeout_s
@@ -226,5 +235,6 @@ class TargetClient(_Upstream):
         return reply.num_accepted, reply.probs
 
 
-def open_channel(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS, interceptors=telemetry.client_interceptors())
+def open_channel(address: str, tls: TlsFiles | None = None) -> grpc.aio.Channel:
+    """A channel to an upstream; with `tls`, mutual TLS (our certificate shown, theirs checked)."""
+    return aio_channel(address, tls, options=CHANNEL_OPTIONS, interceptors=telemetry.client_interceptors())

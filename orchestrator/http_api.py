@@ -31,6 +31,7 @@ from starlette.routing import Mount, Route
 from orchestrator.read_ahead import read_ahead
 from orchestrator.servicer import GenerationServicer
 from specdec.runtime.errors import InvalidArgument, status_of
+from specdec.runtime.tls import TlsFiles
 from specdec.v1 import generation_pb2
 
 _HTTP_STATUS = {
@@ -64,6 +65,10 @@ def build_app(servicer: GenerationServicer) -> Starlette:
         return await _respond(servicer, request, chat=True)
 
     async def models(request: Request) -> Response:
+        try:
+            servicer.check_token(request.headers.get("authorization"))
+        except Exception as error:  # noqa: BLE001
+            return _error_response(*_http_error(error))
         if not servicer.ready:
             return _error_response(503, "service_unavailable", "the orchestrator is still connecting to its upstreams")
         return JSONResponse({"object": "list", "data": [
@@ -92,9 +97,11 @@ class _Uvicorn(uvicorn.Server):
 class HttpServer:
     """uvicorn serving `app` inside the running event loop, started and stopped with the gRPC server."""
 
-    def __init__(self, app: Starlette, host: str, port: int) -> None:
+    def __init__(self, app: Starlette, host: str, port: int, tls: TlsFiles | None = None) -> None:
+        """With `tls`, HTTPS with the gRPC server's certificate (clients are not asked for one)."""
+        certificate = {"ssl_certfile": str(tls.cert), "ssl_keyfile": str(tls.key)} if tls else {}
         self._server = _Uvicorn(uvicorn.Config(app, host=host, port=port, lifespan="off", log_config=None,
-                                               access_log=False))
+                                               access_log=False, **certificate))
         self._serving: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -114,6 +121,7 @@ class HttpServer:
 
 async def _respond(servicer: GenerationServicer, http: Request, *, chat: bool) -> Response:
     try:
+        servicer.check_token(http.headers.get("authorization"))
         body = await _json_body(http)
         request, stream, include_usage = _to_request(body, chat)
         if body.get("model") not in (None, servicer.model):
@@ -230,6 +238,8 @@ async def _json_body(http: Request) -> dict:
         body = await http.json()
     except ValueError as error:
         raise InvalidArgument(f"the body is not valid JSON: {error}") from None
+    except RecursionError:  # json.loads recurses once per level of nesting
+        raise InvalidArgument("the body is JSON nested too deeply to parse") from None
     if not isinstance(body, dict):
         raise InvalidArgument("the body must be a JSON object")
     return body
@@ -255,7 +265,7 @@ def _to_request(body: dict, chat: bool) -> tuple[generation_pb2.GenerateRequest,
         stop=_stop_strings(body.get("stop")),
     )
     if body.get("seed") is not None:
-        request.seed = _get(body, "seed", int, 0)
+        request.seed = _get(body, "seed", int, 0, _UINT64)
     if chat:
         request.messages.extend(_messages(body.get("messages")))
     else:
@@ -267,19 +277,52 @@ def _to_request(body: dict, chat: bool) -> tuple[generation_pb2.GenerateRequest,
     return request, stream, stream and _get(options, "include_usage", bool, False)
 
 
-def _get(body: dict, name: str, kind: type, default: Any) -> Any:
-    """body[name] as `kind` (JSON null = the default), or InvalidArgument naming the field."""
+_INT32, _UINT64 = (-(2**31), 2**31 - 1), (0, 2**64 - 1)  # what the GenerateRequest fields hold
+
+
+def _get(body: dict, name: str, kind: type, default: Any, bounds: tuple[int, int] = _INT32) -> Any:
+    """body[name] as `kind` (JSON null = the default), or InvalidArgument naming the field.
+    Integers must lie in `bounds`; strings must be encodable as UTF-8."""
     value = body.get(name)
     if value is None:
         return default
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+        value = _as_float(value, name)
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise InvalidArgument(f"`{name}` must be {_KIND_NAMES[kind]}, got {json.dumps(value)[:80]}")
-    return value
+        raise InvalidArgument(f"`{name}` must be {_KIND_NAMES[kind]}, got {_excerpt(value)}")
+    if kind is int and not bounds[0] <= value <= bounds[1]:
+        raise InvalidArgument(f"`{name}` must be an integer in [{bounds[0]}, {bounds[1]}], got {_excerpt(value)}")
+    return _text(value, f"`{name}`") if kind is str else value
 
 
 _KIND_NAMES: dict[type, str] = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _as_float(value: int, name: str) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond any float
+        raise InvalidArgument(f"`{name}` is out of range: got {_excerpt(value)}") from None
+
+
+def _excerpt(value: Any) -> str:
+    """The start of `value` as JSON, for a message (huge integers included)."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"an integer of {len(str(value))} digits"
+    return json.dumps(value)[:80]
+
+
+def _text(value: str, what: str) -> str:
+    """`value`, or InvalidArgument if it holds lone surrogates (JSON's unpaired "\\ud800"), which no
+    UTF-8 string, so no protobuf string, can carry."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InvalidArgument(
+            f"{what} holds an unpaired UTF-16 surrogate ({value[error.start]!r} at index {error.start}); "
+            "send valid Unicode text"
+        ) from None
+    return value
 
 
 def _stop_strings(stop: Any) -> list[str]:
@@ -288,7 +331,7 @@ def _stop_strings(stop: Any) -> list[str]:
     stops = [stop] if isinstance(stop, str) else stop
     if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
         raise InvalidArgument("`stop` must be a string or a list of strings")
-    return stops
+    return [_text(s, "a `stop` string") for s in stops]
 
 
 def _messages(messages: Any) -> list[generation_pb2.Message]:
@@ -298,7 +341,8 @@ def _messages(messages: Any) -> list[generation_pb2.Message]:
     for message in messages:
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise InvalidArgument("every message needs a `role` string and a `content`")
-        converted.append(generation_pb2.Message(role=message["role"], content=_content(message.get("content"))))
+        content = _text(_content(message.get("content")), "a message's `content`")
+        converted.append(generation_pb2.Message(role=_text(message["role"], "a message's `role`"), content=content))
     return converted
 
 
@@ -306,9 +350,11 @@ def _content(content: Any) -> str:
     """A message's text: a string, or a list of text parts."""
     if isinstance(content, str):
         return content
-    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
-        return "".join(str(p.get("text", "")) for p in content)
-    raise InvalidArgument("a message's `content` must be a string or a list of text parts")
+    if isinstance(content, list) and all(
+        isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text", ""), str) for p in content
+    ):
+        return "".join(p.get("text", "") for p in content)
+    raise InvalidArgument('a message\'s `content` must be a string or a list of {"type": "text", "text": string} parts')
 
 
 def _set_prompt(request: generation_pb2.GenerateRequest, prompt: Any) -> None:
@@ -316,8 +362,10 @@ def _set_prompt(request: generation_pb2.GenerateRequest, prompt: Any) -> None:
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
         prompt = prompt[0]
     if isinstance(prompt, str):
-        request.prompt = prompt
+        request.prompt = _text(prompt, "`prompt`")
     elif isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+        if not all(_INT32[0] <= t <= _INT32[1] for t in prompt):
+            raise InvalidArgument("`prompt` token ids must be 32-bit integers (ids of the model's vocabulary)")
         request.prompt_token_ids.extend(prompt)
     else:
         raise InvalidArgument("`prompt` must be a string or a list of token ids (one prompt per request)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+import jinja2
 from transformers import PreTrainedTokenizerBase
 
 from specdec.runtime.errors import FailedPrecondition, InvalidArgument
@@ -54,7 +55,11 @@ def parse_request(
         raise InvalidArgument(
             f"the prompt is {text_chars} characters; the target model's context of {max_context} tokens cannot hold it"
         )
-    prompt_ids = _prompt_ids(request, tokenizer, vocab_size)
+    if len(request.messages) >= max_context:  # every message renders to at least one token
+        raise InvalidArgument(
+            f"{len(request.messages)} messages; the target model's context of {max_context} tokens cannot hold them"
+        )
+    prompt_ids = _prompt_ids(request, tokenizer, vocab_size, max_context)
     if len(prompt_ids) >= max_context:
         raise InvalidArgument(
             f"the prompt is {len(prompt_ids)} tokens; the target model's context is {max_context} tokens, "
@@ -105,7 +110,9 @@ def parse_request(
     )
 
 
-def _prompt_ids(request: generation_pb2.GenerateRequest, tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> list[int]:
+def _prompt_ids(
+    request: generation_pb2.GenerateRequest, tokenizer: PreTrainedTokenizerBase, vocab_size: int, max_context: int
+) -> list[int]:
     given = [name for name in ("prompt", "messages", "prompt_token_ids") if _is_set(request, name)]
     if len(given) != 1:
         raise InvalidArgument(
@@ -123,7 +130,17 @@ def _prompt_ids(request: generation_pb2.GenerateRequest, tokenizer: PreTrainedTo
         if any(not m.role for m in request.messages):
             raise InvalidArgument("every message needs a role (e.g. 'user')")
         conversation = [{"role": m.role, "content": m.content} for m in request.messages]
-        rendered = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        try:
+            rendered = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        except jinja2.TemplateSyntaxError:
+            raise  # the server's template is broken, not the request
+        except jinja2.TemplateError as error:  # raise_exception() in the template: it refuses this conversation
+            raise InvalidArgument(f"the target model's chat template refuses these messages: {error}") from None
+        if len(rendered) > MAX_CHARS_PER_TOKEN * max_context:  # the template's own text counts too
+            raise InvalidArgument(
+                f"the messages render to {len(rendered)} characters with the chat template; the target model's "
+                f"context of {max_context} tokens cannot hold them"
+            )
         return list(tokenizer(rendered, add_special_tokens=False)["input_ids"])
     ids = list(request.prompt_token_ids)
     if not 0 <= min(ids) <= max(ids) < vocab_size:

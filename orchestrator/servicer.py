@@ -16,6 +16,7 @@ from transformers import PreTrainedTokenizerBase
 from orchestrator import metrics
 from orchestrator.adaptive_k import CostModel
 from orchestrator.admission import Admission
+from orchestrator.auth import ApiTokens
 from orchestrator.clients import DraftClient, TargetClient
 from orchestrator.draft_guard import DraftGuard
 from orchestrator.loop import LoopStats, SpeculativeLoop
@@ -41,9 +42,11 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         max_adaptive_k: int,
         default_max_new_tokens: int,
         admission: Admission,
+        tokens: ApiTokens | None = None,
     ) -> None:
         self._tokenizer = tokenizer
         self._admission = admission
+        self._tokens = tokens  # None: the API is open
         self._draft = draft
         self._target = target
         self._default_draft = default_draft
@@ -60,6 +63,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         """Waits for both upstreams and checks they and our tokenizer agree on token ids."""
         target_info, draft_info = await asyncio.gather(self._target.fetch_info(), self._draft.fetch_info())
         ours = tokenizer_fingerprint(self._tokenizer)
+        self._target.fingerprint = self._draft.fingerprint = ours
         if target_info.tokenizer_fingerprint != ours:
             raise RuntimeError(
                 f"the target model {target_info.model!r} uses a different tokenizer vocabulary than the "
@@ -98,7 +102,13 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         """The target model's name, as its service reports it."""
         return self._target.info.model
 
+    def check_token(self, authorization: str | None) -> None:
+        """Unauthenticated unless the API is open or `authorization` carries a valid token."""
+        if self._tokens is not None:
+            self._tokens.check(authorization)
+
     async def Generate(self, request: generation_pb2.GenerateRequest, context: grpc.aio.ServicerContext):
+        self.check_token(dict(context.invocation_metadata() or ()).get("authorization"))
         async for chunk in self.generate(request, _deadline(context)):
             yield chunk
 

@@ -15,4 +15,5 @@ def target_server(model: str, options: ModelOptions) -> ServerSpec:
         register=lambda server: target_pb2_grpc.add_TargetServicer_to_server(servicer, server),
         service_names=[target_pb2.DESCRIPTOR.services_by_name["Target"].full_name],
         draining=draining,
+        require_client_certificates=True,  # with TLS and a CA: the orchestrator only
     )

@@ -16,7 +16,7 @@ from specdec.runtime.hosted_model import HostedModel
 from specdec.runtime.sampling import SamplingParams, target_distribution
 from specdec.runtime.serving import Draining, ModelWorker, serve_session_stream
 from specdec.runtime.speculative import count_accepted
-from specdec.runtime.validation import check_tokens, sampling_from_proto
+from specdec.runtime.validation import check_fingerprint, check_tokens, sampling_from_proto
 from specdec.runtime.wire import encode_rows
 from specdec.v1 import target_pb2, target_pb2_grpc
 
@@ -64,6 +64,7 @@ class TargetServicer(target_pb2_grpc.TargetServicer):
     async def _score(self, request: target_pb2.ScoreRequest) -> target_pb2.ScoreResponse:
         params = sampling_from_proto(request.sampling)
         info = self._model.info
+        check_fingerprint(request.tokenizer_fingerprint, info)
         drafts = list(request.draft_token_ids)
         tokens = check_tokens(
             request.token_ids,

@@ -9,11 +9,15 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 from specdec.cli.launcher import ROLES, LocalStack, StackSpec, free_port, start_process
+from specdec.runtime.tls import TlsFiles
 
 
 def start_service(role: str, *args: str) -> tuple[subprocess.Popen, str]:
-    """One `specdec serve ROLE` process (output captured), and its address."""
-    port = free_port()
+    """One `specdec serve ROLE` process (output captured) on a free port, and its address."""
+    return start_service_on(free_port(), role, *args)
+
+
+def start_service_on(port: int, role: str, *args: str) -> tuple[subprocess.Popen, str]:
     command = [sys.executable, "-m", "specdec", "serve", role, "--host", "127.0.0.1", "--port", str(port),
                "--metrics-port", "0", *args]
     return start_process(command, subprocess.PIPE), f"127.0.0.1:{port}"
@@ -22,7 +26,7 @@ def start_service(role: str, *args: str) -> tuple[subprocess.Popen, str]:
 class Stack(LocalStack):
     def __init__(
         self, target_model: str, draft_model: str = "", *orchestrator_args: str, metrics: bool = False, threads: int = 0,
-        target_replicas: int = 1, draft_replicas: int = 1,
+        target_replicas: int = 1, draft_replicas: int = 1, tls: TlsFiles | None = None,
     ) -> None:
         """threads: torch threads per model service; 1 suits tiny models (no thread contention)."""
         spec = StackSpec(
@@ -33,6 +37,7 @@ class Stack(LocalStack):
             model_flags=("--threads", str(threads)),
             orchestrator_flags=orchestrator_args,
             replicas={"target": target_replicas, "draft": draft_replicas},
+            tls=tls,
         )
         super().__init__(spec, output=subprocess.PIPE, log=lambda _: None)
         self.start(timeout_s=180)

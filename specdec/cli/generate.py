@@ -11,6 +11,7 @@ import grpc
 from google.protobuf import json_format
 
 from specdec.cli.launcher import DEFAULT_PORTS
+from specdec.runtime import tls
 from specdec.v1 import generation_pb2, generation_pb2_grpc
 
 
@@ -31,6 +32,8 @@ def add_parser(commands) -> None:
     generate.add_argument("--ignore-eos", action="store_true")
     generate.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
     generate.add_argument("--timeout-s", type=float, default=600.0)
+    generate.add_argument("--api-token-file", default="", help="sends the file's first token as a bearer token")
+    tls.add_arguments(generate, client=True)
     generate.set_defaults(func=_generate)
 
 
@@ -58,9 +61,11 @@ def _generate(args: argparse.Namespace) -> None:
 
 async def _stream_generation(args: argparse.Namespace) -> None:
     text, token_ids, last = [], [], generation_pb2.GenerateResponse()
-    async with grpc.aio.insecure_channel(args.address) as channel:
+    certificates = tls.TlsFiles.from_paths(args.tls_cert, args.tls_key, args.tls_ca, server=False)
+    async with tls.aio_channel(args.address, certificates) as channel:
         stub = generation_pb2_grpc.GenerationStub(channel)
-        async for chunk in stub.Generate(build_request(args), timeout=args.timeout_s):
+        metadata = [("authorization", f"Bearer {_first_token(args.api_token_file)}")] if args.api_token_file else None
+        async for chunk in stub.Generate(build_request(args), timeout=args.timeout_s, metadata=metadata):
             text.append(chunk.text)
             token_ids.extend(chunk.token_ids)
             last = chunk
@@ -77,3 +82,8 @@ async def _stream_generation(args: argparse.Namespace) -> None:
           f"| drafted {s.drafted_tokens}, accepted {s.accepted_tokens} (acceptance {s.acceptance_rate:.2f}) "
           f"| {s.mean_accepted_tokens:.2f} tokens per target call ({s.target_calls} calls) "
           f"| {s.wire_bytes / max(s.generated_tokens, 1):.0f} wire bytes/token", file=sys.stderr)
+
+
+def _first_token(path: str) -> str:
+    with open(path) as tokens:
+        return next((line.strip() for line in tokens if line.strip()), "")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from specdec.cli.health import check_health
+from specdec.runtime.tls import TlsFiles
 
 ROLES = ("target", "draft", "orchestrator")
 DEFAULT_PORTS = {"orchestrator": 50051, "draft": 50052, "target": 50053}
@@ -38,6 +39,7 @@ class StackSpec:
     model_flags: tuple[str, ...] = ()  # e.g. --dtype, --device, --threads for draft and target
     orchestrator_flags: tuple[str, ...] = ()
     replicas: dict[str, int] = field(default_factory=lambda: {"target": 1, "draft": 1})
+    tls: TlsFiles | None = None  # one certificate for every service (see tls.write_stack_certificates)
 
     def __post_init__(self) -> None:
         for role in ("target", "draft"):
@@ -62,6 +64,8 @@ class StackSpec:
         role = name.split("-")[0]
         command = [sys.executable, "-m", "specdec", "serve", role, "--host", self.host,
                    "--port", str(self.ports[name]), "--metrics-port", str(self.metrics_ports[name])]
+        if self.tls is not None:
+            command += ["--tls-cert", str(self.tls.cert), "--tls-key", str(self.tls.key), "--tls-ca", str(self.tls.ca)]
         if role == "orchestrator":
             return [*command, "--draft-address", self.upstream("draft"), "--target-address", self.upstream("target"),
                     "--tokenizer", self.target_model, *self.orchestrator_flags]
@@ -90,7 +94,7 @@ class LocalStack:
                 for name in group:
                     self.processes[name] = start_process(spec.command(name), self._output)
                 for name in group:
-                    wait_healthy(name, spec.address(name), self.processes[name], timeout_s)
+                    wait_healthy(name, spec.address(name), self.processes[name], timeout_s, spec.tls)
                     self._log(f"specdec: {name} is healthy on {spec.address(name)}")
         except BaseException:
             self.stop()
@@ -130,13 +134,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_healthy(role: str, address: str, process: subprocess.Popen, timeout_s: float = 600.0) -> None:
+def wait_healthy(
+    role: str, address: str, process: subprocess.Popen, timeout_s: float = 600.0, tls: TlsFiles | None = None
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             output = process.stdout.read() if process.stdout else ""
             raise ServiceFailed(f"the {role} service exited with code {process.returncode} while starting\n{output}")
-        if asyncio.run(check_health(address, timeout_s=1.0)):
+        if asyncio.run(check_health(address, timeout_s=1.0, tls=tls)):
             return
         time.sleep(0.25)
     raise ServiceFailed(f"the {role} service did not become healthy within {timeout_s:.0f} s")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import sys
 
 from specdec.bench import command as bench_command
 from specdec.cli import generate, serve, up
-from specdec.cli.health import check_health
+from specdec.cli.health import run as health_command
 from specdec.distill import command as distill_command
+from specdec.runtime import tls
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -21,9 +20,14 @@ def main(argv: list[str] | None = None) -> None:
     bench_command.add_parser(commands)
     bench_command.add_soak_parser(commands)
     distill_command.add_parser(commands)
-    health = commands.add_parser("health", help="exit 0 when the gRPC server at ADDRESS reports SERVING")
-    health.add_argument("address")
-    health.set_defaults(func=lambda args: sys.exit(0 if asyncio.run(check_health(args.address)) else 1))
+    health = commands.add_parser("health", help="exit 0 when a gRPC server reports SERVING (ADDRESS, else "
+                                 "$SPECDEC_HEALTH_ADDR, else the `specdec serve` process --pid runs)")
+    health.add_argument("address", nargs="?", default=None, help="host:port (default: see above)")
+    health.add_argument("--pid", type=int, default=1,
+                        help="with no address: the process whose `specdec serve` command line names the server "
+                             "(default 1, a container's main process, which may be an init such as tini)")
+    tls.add_arguments(health, client=True)  # a TLS server's own files, as its probe finds them in the env
+    health.set_defaults(func=health_command)
     prepare = commands.add_parser("prepare", help="fetch and convert the embedded default model into the cache")
     prepare.set_defaults(func=_prepare)
     args = parser.parse_args(argv)

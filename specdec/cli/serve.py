@@ -9,6 +9,7 @@ import logging
 from orchestrator.admission import DEFAULT_MAX_RUNNING, DEFAULT_MAX_WAITING
 from specdec.cli.launcher import DEFAULT_PORTS, METRICS_PORT
 from specdec.default_models import DEFAULT_MODEL
+from specdec.runtime import tls
 
 
 def add_parser(commands) -> None:
@@ -19,6 +20,7 @@ def add_parser(commands) -> None:
         parser.add_argument("--host", default="0.0.0.0")
         parser.add_argument("--port", type=int, default=DEFAULT_PORTS[role])
         parser.add_argument("--metrics-port", type=int, default=METRICS_PORT, help="Prometheus /metrics (0 = off)")
+        tls.add_arguments(parser)
         parser.add_argument("--grace-s", type=float, default=25.0,
                             help="on SIGTERM: health turns NOT_SERVING, new calls are refused, and calls in flight "
                                  "get this long to finish (keep it below the orchestrator's and Kubernetes' limits)")
@@ -38,6 +40,8 @@ def add_parser(commands) -> None:
                                 help="streams generating at once")
             parser.add_argument("--max-queued-streams", type=int, default=DEFAULT_MAX_WAITING,
                                 help="streams waiting for a place; beyond both, RESOURCE_EXHAUSTED at once")
+            parser.add_argument("--api-token-file", default="",
+                                help="bearer tokens, one per line, that Generate and the HTTP API require ('' = open)")
             parser.add_argument("--http-port", type=int, default=0,
                                 help="serve the OpenAI-compatible HTTP API on this port too, on --host (0 = off)")
         else:
@@ -66,6 +70,11 @@ async def _serve_role(args: argparse.Namespace) -> None:
 
     from specdec.runtime.serving import serve
 
+    try:
+        certificates = tls.TlsFiles.from_paths(args.tls_cert, args.tls_key, args.tls_ca)
+    except ValueError as error:
+        raise SystemExit(f"specdec serve {args.role}: {error}") from None
+
     # The spec is built inside the event loop: gRPC aio channels bind to the loop they are made in.
     if args.role == "orchestrator":
         from orchestrator.server import OrchestratorOptions, orchestrator_server
@@ -82,6 +91,8 @@ async def _serve_role(args: argparse.Namespace) -> None:
                 call_timeout_s=args.call_timeout_s,
                 max_concurrent_streams=args.max_concurrent_streams,
                 max_queued_streams=args.max_queued_streams,
+                api_token_file=args.api_token_file,
+                tls=certificates,
                 http_host=args.host,
                 http_port=args.http_port,
             )
@@ -99,4 +110,4 @@ async def _serve_role(args: argparse.Namespace) -> None:
     if args.metrics_port:
         start_http_server(args.metrics_port)
     await serve(spec, host=args.host, port=args.port, max_connection_age_s=args.max_connection_age_s,
-                grace_s=args.grace_s)
+                grace_s=args.grace_s, tls=certificates)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from orchestrator.admission import DEFAULT_MAX_RUNNING, DEFAULT_MAX_WAITING
 from specdec.cli.launcher import DEFAULT_PORTS, METRICS_PORT, LocalStack, ServiceFailed, StackSpec
 from specdec.default_models import DEFAULT_DRAFT, DEFAULT_MODEL, ensure_embedded_model
+from specdec.runtime.tls import write_stack_certificates
 
 
 def add_parser(commands) -> None:
@@ -27,6 +30,9 @@ def add_parser(commands) -> None:
     up.add_argument("--max-concurrent-streams", type=int, default=DEFAULT_MAX_RUNNING,
                     help="streams generating at once")
     up.add_argument("--max-queued-streams", type=int, default=DEFAULT_MAX_WAITING, help="streams waiting for a place")
+    up.add_argument("--api-token-file", default="", help="bearer tokens the public APIs require ('' = open)")
+    up.add_argument("--tls", action="store_true",
+                    help="TLS on every hop, mutual TLS between the services, with a throwaway CA made for this stack")
     up.add_argument("--target-replicas", type=int, default=1,
                     help="target processes; the first on --target-port, the others on free ports")
     up.add_argument("--draft-replicas", type=int, default=1,
@@ -42,6 +48,7 @@ def _up(args: argparse.Namespace) -> None:
         sys.exit("specdec: --target-replicas and --draft-replicas must be at least 1")
     if DEFAULT_MODEL in (args.target_model, args.draft_model):
         ensure_embedded_model()  # once, here, rather than raced by two services
+    certificates = write_stack_certificates(Path(tempfile.mkdtemp(prefix="specdec-tls-"))) if args.tls else None
     spec = StackSpec(
         target_model=args.target_model,
         draft_model=args.draft_model,
@@ -53,8 +60,10 @@ def _up(args: argparse.Namespace) -> None:
         model_flags=("--dtype", args.dtype, "--device", args.device),
         orchestrator_flags=("--default-k", str(args.default_k), "--http-port", str(args.http_port),
                             "--max-concurrent-streams", str(args.max_concurrent_streams),
-                            "--max-queued-streams", str(args.max_queued_streams)),
+                            "--max-queued-streams", str(args.max_queued_streams),
+                            "--api-token-file", args.api_token_file),
         replicas={"target": args.target_replicas, "draft": args.draft_replicas},
+        tls=certificates,
     )
     stack = LocalStack(spec)
     # Explicit handlers: a shell starts background jobs with SIGINT ignored, and `kill -INT` must still stop us.
@@ -65,8 +74,10 @@ def _up(args: argparse.Namespace) -> None:
         print(f"\nspecdec is up: the Generation API listens on {stack.address} "
               f"(target {args.target_model} on {_replicas(spec, 'target')}, "
               f"draft {args.draft_model or 'n-gram'} on {_replicas(spec, 'draft')}).\n"
-              f"Try: specdec generate --address {stack.address} \"Why is the sky blue?\"\n"
-              + (f"The OpenAI-compatible API: http://{args.host}:{args.http_port}/v1 (POST /chat/completions, "
+              f"Try: specdec generate --address {stack.address} \"Why is the sky blue?\""
+              + (f" --tls-ca {certificates.ca}" if certificates else "") + "\n"
+              + (f"The OpenAI-compatible API: http{'s' if args.tls else ''}://{args.host}:{args.http_port}/v1 "
+                 "(POST /chat/completions, "
                  "/completions; GET /models)\n" if args.http_port else "")
               + "Press Ctrl-C to stop.", flush=True)
         while not stack.exited():

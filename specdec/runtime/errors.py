@@ -3,7 +3,8 @@
 Servicers raise plain exceptions; `ErrorInterceptor`, installed on every server, maps each to the
 status that fits, so no method of any service can answer UNKNOWN:
 
-- InvalidArgument / FailedPrecondition / Unavailable / ResourceExhausted: their status, with their message;
+- our own exceptions below (InvalidArgument, ...): their status, with their message;
+- a request that does not parse: INVALID_ARGUMENT;
 - a failed upstream call (grpc.aio.AioRpcError, the orchestrator's calls to draft and target):
   the upstream's status, so UNAVAILABLE stays UNAVAILABLE and DEADLINE_EXCEEDED stays
   DEADLINE_EXCEEDED (an upstream UNKNOWN becomes INTERNAL);
@@ -18,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 log = logging.getLogger("specdec")
 
@@ -34,6 +36,10 @@ class Unavailable(RuntimeError):
     """Not ready yet (or going away): the caller should retry; becomes UNAVAILABLE."""
 
 
+class Unauthenticated(PermissionError):
+    """No valid credentials; becomes UNAUTHENTICATED with this message."""
+
+
 class ResourceExhausted(RuntimeError):
     """At a limit (streams running and waiting): retry later; becomes RESOURCE_EXHAUSTED."""
 
@@ -43,6 +49,7 @@ _STATUS_OF: dict[type[Exception], grpc.StatusCode] = {
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
 }
 
 
@@ -51,6 +58,8 @@ def status_of(error: Exception, method: str) -> tuple[grpc.StatusCode, str]:
     for kind, code in _STATUS_OF.items():
         if isinstance(error, kind):
             return code, str(error)
+    if isinstance(error, DecodeError):  # a streamed message that does not parse
+        return grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid message: {error}"
     if isinstance(error, grpc.aio.AioRpcError):
         code = error.code()
         return (grpc.StatusCode.INTERNAL if code == grpc.StatusCode.UNKNOWN else code), f"upstream: {error.details()}"
@@ -74,11 +83,32 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         kind = ("stream" if handler.request_streaming else "unary") + "_" + (
             "stream" if handler.response_streaming else "unary")
         behavior = getattr(handler, kind)
+        deserializer = handler.request_deserializer
+        if not handler.request_streaming and deserializer is not None:
+            # gRPC parses a unary request before any handler runs, and answers UNKNOWN if that fails.
+            deserializer = _parse_or_mark(deserializer)
         return getattr(grpc, f"{kind}_rpc_method_handler")(
             wrap(behavior, method),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+class _Unparsable:
+    """A unary request that did not parse, handed to the method's wrapper to refuse."""
+
+    def __init__(self, error: DecodeError) -> None:
+        self.error = error
+
+
+def _parse_or_mark(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError as error:
+            return _Unparsable(error)
+
+    return parse
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: Exception, method: str) -> None:
@@ -89,6 +119,8 @@ async def _abort(context: grpc.aio.ServicerContext, error: Exception, method: st
 def _unary(behavior: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Awaitable[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
+            if isinstance(request, _Unparsable):
+                raise request.error
             return await behavior(request, context)
         except grpc.aio.AbortError:  # the method aborted with a status of its own choosing
             raise
@@ -101,6 +133,8 @@ def _unary(behavior: Callable[..., Awaitable[Any]], method: str) -> Callable[...
 def _streaming(behavior: Callable[..., Any], method: str) -> Callable[..., AsyncIterator[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         try:
+            if isinstance(request, _Unparsable):
+                raise request.error
             responses = behavior(request, context)
             if inspect.isasyncgen(responses):
                 async for response in responses:

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import torch
 
-
 # Below MIN_TEMPERATURE, logits / temperature overflow float32 on their way to a one-hot row: requests
 # are treated as greedy, which says that exactly (validation.checked_sampling). Above MAX_TEMPERATURE
 # a distribution is uniform for any practical purpose.

@@ -23,6 +23,7 @@ from opentelemetry import trace
 
 from specdec.runtime import telemetry
 from specdec.runtime.errors import ErrorInterceptor
+from specdec.runtime.tls import TlsFiles
 
 log = logging.getLogger("specdec")
 _tracer = trace.get_tracer("specdec.runtime.serving")
@@ -147,6 +148,8 @@ class ServerSpec:
     draining: Draining = field(default_factory=Draining)  # shared with servicers that serve session streams
     # Servers that live and drain with this one in its event loop (the orchestrator's HTTP API).
     companions: list[Companion] = field(default_factory=list)
+    # With TLS and a CA: only clients showing a certificate the CA signed get in (draft, target).
+    require_client_certificates: bool = False
 
 
 @dataclass
@@ -168,9 +171,11 @@ class RunningServer:
 
 
 async def start_server(
-    spec: ServerSpec, *, host: str, port: int, max_connection_age_s: float = 0.0, grace_s: float = 5.0
+    spec: ServerSpec, *, host: str, port: int, max_connection_age_s: float = 0.0, grace_s: float = 5.0,
+    tls: TlsFiles | None = None,
 ) -> RunningServer:
-    """Starts serving `spec` with health checking and reflection; port 0 picks a free port."""
+    """Starts serving `spec` with health checking and reflection (TLS with `tls`); port 0 picks a
+    free port."""
     # No SO_REUSEPORT: a second server on a taken port must fail, not share it silently.
     options = [*_MESSAGE_OPTIONS, *_KEEPALIVE_POLICY, ("grpc.so_reuseport", 0)]
     if max_connection_age_s > 0:
@@ -184,7 +189,9 @@ async def start_server(
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection([*spec.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{host}:{port}"
+    bound = (server.add_secure_port(address, tls.server_credentials(spec.require_client_certificates)) if tls
+             else server.add_insecure_port(address))
     if bound == 0:
         raise RuntimeError(f"could not listen on {host}:{port}")
     await server.start()
@@ -206,9 +213,14 @@ async def start_server(
     )
 
 
-async def serve(spec: ServerSpec, *, host: str, port: int, max_connection_age_s: float = 0.0, grace_s: float = 5.0) -> None:
+async def serve(
+    spec: ServerSpec, *, host: str, port: int, max_connection_age_s: float = 0.0, grace_s: float = 5.0,
+    tls: TlsFiles | None = None,
+) -> None:
     """Serves until SIGINT/SIGTERM, then drains in-flight calls for `grace_s` seconds."""
-    running = await start_server(spec, host=host, port=port, max_connection_age_s=max_connection_age_s, grace_s=grace_s)
+    running = await start_server(
+        spec, host=host, port=port, max_connection_age_s=max_connection_age_s, grace_s=grace_s, tls=tls
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

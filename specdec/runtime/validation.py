@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from specdec.runtime.errors import InvalidArgument
+from specdec.runtime.errors import FailedPrecondition, InvalidArgument
 from specdec.runtime.sampling import MIN_TEMPERATURE, SamplingParams
 from specdec.v1 import common_pb2
 
@@ -35,6 +35,15 @@ def sampling_to_proto(params: SamplingParams) -> common_pb2.SamplingParams:
     return common_pb2.SamplingParams(
         temperature=params.temperature, top_p=params.top_p, top_k=params.top_k, lenience=params.lenience
     )
+
+
+def check_fingerprint(expected: str, info: common_pb2.ModelInfo) -> None:
+    """FailedPrecondition when the caller expects another tokenizer than this replica's model has."""
+    if expected and expected != info.tokenizer_fingerprint:
+        raise FailedPrecondition(
+            f"this replica serves {info.model!r}, whose tokenizer is not the one the caller expects "
+            "(a rollout mixing models?); the step must go to a replica with the caller's model"
+        )
 
 
 def check_tokens(

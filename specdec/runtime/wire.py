@@ -33,21 +33,20 @@ def encode_rows(rows: torch.Tensor) -> common_pb2.ProbRows:
 
 
 def decode_rows(message: common_pb2.ProbRows, vocab_size: int | None = None) -> torch.Tensor:
-    """ProbRows -> [n, V] float32 rows. `vocab_size` widens sparse rows to a known vocabulary."""
+    """ProbRows -> [n, V] float32 rows. `vocab_size` widens sparse rows to a known vocabulary.
+    A malformed message (a replica's bug) raises ValueError saying what is wrong with it."""
     width = vocab_size or message.vocab_size
+    if message.vocab_size > width:
+        raise ValueError(f"malformed ProbRows: rows {message.vocab_size} wide, wider than the vocabulary ({width})")
     if message.dense:
-        dense = np.frombuffer(message.dense, dtype="<f4").reshape(message.num_rows, message.vocab_size)
+        dense = _dense(message).reshape(message.num_rows, message.vocab_size)
         rows = torch.from_numpy(dense.astype(np.float32))
         if width > message.vocab_size:
             rows = torch.nn.functional.pad(rows, (0, width - message.vocab_size))
         return rows
-    lengths = np.frombuffer(message.sparse_row_lengths, dtype="<i4")
-    token_ids = np.frombuffer(message.sparse_token_ids, dtype="<i4")
-    probs = np.frombuffer(message.sparse_probs, dtype="<f4")
-    if lengths.size != message.num_rows or not token_ids.size == probs.size == int(lengths.sum()):
-        raise ValueError("malformed sparse ProbRows: lengths do not match the entries")
+    lengths, token_ids, probs = _sparse(message)
     if token_ids.size and not 0 <= int(token_ids.min()) <= int(token_ids.max()) < width:
-        raise ValueError(f"malformed sparse ProbRows: a token id is outside [0, {width})")
+        raise ValueError(f"malformed ProbRows: a token id is outside [0, {width})")
     rows = np.zeros((message.num_rows, width), dtype=np.float32)
     # numpy, not torch: torch.repeat_interleave costs milliseconds per call on small inputs.
     rows[np.repeat(np.arange(message.num_rows), lengths), token_ids] = probs
@@ -56,12 +55,43 @@ def decode_rows(message: common_pb2.ProbRows, vocab_size: int | None = None) -> 
 
 def row_argmax(message: common_pb2.ProbRows) -> int:
     """The argmax of a one-row ProbRows without widening it: the greedy correction."""
+    if message.num_rows != 1:
+        raise ValueError(f"row_argmax needs one row; the ProbRows has {message.num_rows}")
     if message.dense:
-        return int(np.frombuffer(message.dense, dtype="<f4").argmax())
-    token_ids = np.frombuffer(message.sparse_token_ids, dtype="<i4")
-    if message.num_rows != 1 or not token_ids.size:
-        raise ValueError("row_argmax needs one row with at least one entry")
-    return int(token_ids[np.frombuffer(message.sparse_probs, dtype="<f4").argmax()])
+        return int(_dense(message).argmax())
+    _, token_ids, probs = _sparse(message)
+    if not token_ids.size:
+        raise ValueError("row_argmax needs one row with at least one entry; the ProbRows row is empty")
+    return int(token_ids[probs.argmax()])
+
+
+def _dense(message: common_pb2.ProbRows) -> np.ndarray:
+    """The dense float32 entries, checked against the message's shape."""
+    if message.num_rows < 0 or message.vocab_size < 0:
+        raise ValueError(f"malformed ProbRows: shape [{message.num_rows}, {message.vocab_size}]")
+    dense = _array(message.dense, "<f4", "dense")
+    if dense.size != message.num_rows * message.vocab_size:
+        raise ValueError(
+            f"malformed ProbRows: {dense.size} dense entries for [{message.num_rows}, {message.vocab_size}]"
+        )
+    return dense
+
+
+def _sparse(message: common_pb2.ProbRows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row lengths, token ids, probabilities), checked to agree with one another."""
+    lengths = _array(message.sparse_row_lengths, "<i4", "sparse_row_lengths")
+    token_ids = _array(message.sparse_token_ids, "<i4", "sparse_token_ids")
+    probs = _array(message.sparse_probs, "<f4", "sparse_probs")
+    if (lengths.size != message.num_rows or (lengths.size and int(lengths.min()) < 0)
+            or not token_ids.size == probs.size == int(lengths.sum(dtype=np.int64))):
+        raise ValueError("malformed sparse ProbRows: lengths do not match the entries")
+    return lengths, token_ids, probs
+
+
+def _array(data: bytes, dtype: str, name: str) -> np.ndarray:
+    if len(data) % 4:
+        raise ValueError(f"malformed ProbRows: {name} is {len(data)} bytes, not a whole number of 4-byte values")
+    return np.frombuffer(data, dtype=dtype)
 
 
 def _le(array: np.ndarray, dtype: str) -> bytes:

@@ -18,20 +18,22 @@ DRAFT_METHOD_MODEL: DraftMethod
 DRAFT_METHOD_NGRAM: DraftMethod
 
 class ProposeRequest(_message.Message):
-    __slots__ = ("session_id", "token_ids", "num_tokens", "sampling", "seed", "method")
+    __slots__ = ("session_id", "token_ids", "num_tokens", "sampling", "seed", "method", "tokenizer_fingerprint")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     NUM_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
+    TOKENIZER_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     token_ids: _containers.RepeatedScalarFieldContainer[int]
     num_tokens: int
     sampling: _common_pb2.SamplingParams
     seed: int
     method: DraftMethod
-    def __init__(self, session_id: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., num_tokens: _Optional[int] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., seed: _Optional[int] = ..., method: _Optional[_Union[DraftMethod, str]] = ...) -> None: ...
+    tokenizer_fingerprint: str
+    def __init__(self, session_id: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., num_tokens: _Optional[int] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., seed: _Optional[int] = ..., method: _Optional[_Union[DraftMethod, str]] = ..., tokenizer_fingerprint: _Optional[str] = ...) -> None: ...
 
 class ProposeResponse(_message.Message):
     __slots__ = ("token_ids", "probs", "compute_seconds")

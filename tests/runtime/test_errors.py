@@ -120,3 +120,20 @@ def test_a_method_that_succeeds_is_untouched():
             await server.stop(0)
 
     assert asyncio.run(main()) == 14
+
+
+def test_a_request_that_does_not_parse_is_invalid_argument_not_unknown():
+    async def main() -> grpc.aio.AioRpcError:
+        spec = ServerSpec(lambda s: target_pb2_grpc.add_TargetServicer_to_server(Faulty(), s), ["specdec.v1.Target"])
+        server = await start_server(spec, host="127.0.0.1", port=0)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                raw = channel.unary_unary("/specdec.v1.Target/Score")  # bytes in, bytes out
+                with pytest.raises(grpc.aio.AioRpcError) as error:
+                    await raw(b"\x0a\x02\xc3\x28", timeout=10)  # session_id: bytes that are not UTF-8
+                return error.value
+        finally:
+            await server.stop(0)
+
+    error = asyncio.run(main())
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "not a valid message" in error.details()

@@ -117,3 +117,34 @@ def test_row_argmax_reads_the_argmax_off_sparse_and_dense_rows():
         assert row_argmax(encode_rows(row)) == int(row.argmax())
     with pytest.raises(ValueError):
         row_argmax(encode_rows(torch.zeros(2, 500)))
+
+
+@pytest.mark.parametrize(
+    "message, words",
+    [
+        (common_pb2.ProbRows(num_rows=1, vocab_size=2, dense=b"\x00" * 9), "not a whole number"),
+        (common_pb2.ProbRows(num_rows=-1, vocab_size=2, dense=b"\x00" * 8), r"shape \[-1, 2\]"),  # reshape would infer
+        (common_pb2.ProbRows(num_rows=2, vocab_size=3, dense=b"\x00" * 8), "2 dense entries"),
+        (common_pb2.ProbRows(num_rows=1, vocab_size=20, dense=b"\x00" * 80), "wider than the vocabulary"),
+        (_sparse([2, -1], [1], [1.0], num_rows=2), "malformed sparse"),  # a negative length
+        (common_pb2.ProbRows(num_rows=0, sparse_probs=b"\x00"), "not a whole number"),
+    ],
+)
+def test_every_malformed_message_raises_value_error_saying_what_is_wrong(message, words):
+    """Fuzzing (tests/fuzz/test_fuzz_wire.py) found these raising numpy's unexplained errors, or decoding."""
+    with pytest.raises(ValueError, match=words):
+        decode_rows(message, 10)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        _sparse([1], [3], [0.5, 0.5], num_rows=1),  # more probabilities than ids: was an IndexError
+        _sparse([0], [], [], num_rows=1),  # an empty row
+        common_pb2.ProbRows(num_rows=1, vocab_size=2, dense=b"\x00" * 6),
+        common_pb2.ProbRows(num_rows=2, vocab_size=1, dense=b"\x00" * 8),
+    ],
+)
+def test_row_argmax_of_a_malformed_row_raises_value_error(message):
+    with pytest.raises(ValueError, match="ProbRows"):
+        row_argmax(message)

@@ -4,6 +4,8 @@ which limit, over gRPC (RESOURCE_EXHAUSTED) and HTTP (429), and the server recov
 from __future__ import annotations
 
 import asyncio
+import signal
+import time
 
 import grpc
 import openai
@@ -27,13 +29,18 @@ def test_beyond_running_and_waiting_a_stream_is_refused_at_once(tiny_target, tin
     stack = Stack(str(tiny_target), str(tiny_draft), "--max-concurrent-streams", "1", "--max-queued-streams", "1",
                   "--http-port", str(http_port), metrics=True, threads=1)
     long = generation_pb2.GenerateRequest(prompt="abc", max_new_tokens=240, ignore_eos=True, draft="model")
+    target = stack.processes["target"]
     try:
         async def main():
             async with grpc.aio.insecure_channel(stack.address) as channel:
                 stub = generation_pb2_grpc.GenerationStub(channel)
-                running, waiting = stub.Generate(long, timeout=60), stub.Generate(long, timeout=60)
+                running = stub.Generate(long, timeout=60)
                 first = await running.read()  # generating: the one place is taken
+                target.send_signal(signal.SIGSTOP)  # and stays taken, however fast tiny models are
+                waiting = stub.Generate(long, timeout=60)
+                deadline = time.monotonic() + 20
                 while scrape(stack.metrics_ports["orchestrator"])[("specdec_num_requests_waiting", ())] < 1:
+                    assert time.monotonic() < deadline, "the second stream never queued"
                     await asyncio.sleep(0.02)
                 with pytest.raises(grpc.aio.AioRpcError) as refused:
                     await stub.Generate(long, timeout=60).read()
@@ -41,12 +48,14 @@ def test_beyond_running_and_waiting_a_stream_is_refused_at_once(tiny_target, tin
                                               max_retries=0) as client:
                     with pytest.raises(openai.RateLimitError) as limited:
                         await client.completions.create(model=stack.target_model, prompt="abc", max_tokens=4)
+                target.send_signal(signal.SIGCONT)
                 finished = [list(first.token_ids) + await rest(running), await rest(waiting)]
                 again = [c async for c in stub.Generate(long, timeout=60)]  # recovered
                 return refused.value, limited.value, finished, again
 
         refused, limited, finished, again = asyncio.run(main())
     finally:
+        target.send_signal(signal.SIGCONT)
         stack.close()
     assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "1 streams generating and 1 waiting" in refused.details() and "--max-queued-streams" in refused.details()

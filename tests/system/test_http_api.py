@@ -103,7 +103,7 @@ def test_seeded_sampling_and_stop_strings(client, stack):
 
 
 @pytest.mark.parametrize("fields, message", [
-    ({"temperature": -1}, "temperature must be >= 0"),
+    ({"temperature": -1}, "temperature must be 0 (greedy) or in"),
     ({"temperature": "hot"}, "`temperature` must be a number"),
     ({"n": 2}, "`n` must be 1"),
     ({"frequency_penalty": 0.5}, "`frequency_penalty` is not supported"),
