@@ -3,9 +3,10 @@
 Starts its own stack (the default pair unless told otherwise) with the OpenAI-compatible HTTP API
 on, then sends every prompt once through each door, alternating which goes first, as streaming
 requests: gRPC with grpc.aio, HTTP with the official `openai` client (what a user of it pays). For
-each request it measures, at the client, the time per output token after the first (TPOT) and in
-all; it reports the medians side by side, the HTTP/gRPC ratio, and whether every pair of outputs
-was identical.
+each request it measures, at the client, the time to the first chunk and the time per output token
+in all (request start to last chunk, over the tokens generated: an HTTP chunk does not say how many
+tokens it holds, so a per-chunk measure would not compare); it reports the medians side by side,
+the HTTP/gRPC ratio, and whether every pair of outputs was identical.
 
     .venv/bin/python -m specdec.bench.front_doors [--limit 24] [--max-new-tokens 32] [--threads 1]
 """
@@ -28,40 +29,54 @@ from specdec.cli.launcher import ROLES, LocalStack, StackSpec, free_port
 from specdec.default_models import DEFAULT_DRAFT, DEFAULT_MODEL, ensure_embedded_model
 from specdec.v1 import generation_pb2, generation_pb2_grpc
 
+DOORS = ("grpc", "http")
 
-async def through_grpc(stub, messages: list[dict], max_new_tokens: int) -> tuple[str, list[float]]:
+
+class Timed:
+    """What the client saw of one streamed request."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.first = self.last = 0.0
+        self.text: list[str] = []
+        self.tokens = 0
+
+    def chunk(self, text: str) -> None:
+        self.last = time.perf_counter()
+        self.first = self.first or self.last
+        self.text.append(text)
+
+    def seconds(self) -> dict[str, float]:
+        return {"first_chunk": self.first - self.started, "per_token": (self.last - self.started) / self.tokens}
+
+
+async def through_grpc(stub, messages: list[dict], max_new_tokens: int) -> Timed:
     request = generation_pb2.GenerateRequest(
         messages=[generation_pb2.Message(**m) for m in messages], max_new_tokens=max_new_tokens, ignore_eos=True,
     )
-    text, times = [], []
+    timed = Timed()
     async for chunk in stub.Generate(request, timeout=600):
-        text.append(chunk.text)
-        times += [time.perf_counter()] * len(chunk.token_ids)
-    return "".join(text), times
+        timed.chunk(chunk.text)
+        timed.tokens += len(chunk.token_ids)
+    return timed
 
 
-async def through_http(client: openai.AsyncOpenAI, model: str, messages: list[dict], max_new_tokens: int):
-    text, times = [], []
+async def through_http(client: openai.AsyncOpenAI, model: str, messages: list[dict], max_new_tokens: int) -> Timed:
+    timed = Timed()
     stream = await client.chat.completions.create(
         model=model, messages=messages, max_tokens=max_new_tokens, temperature=0, stream=True,
-        extra_body={"ignore_eos": True},
+        stream_options={"include_usage": True}, extra_body={"ignore_eos": True},
     )
     async for chunk in stream:
-        if chunk.choices and chunk.choices[0].delta.content is not None:
-            text.append(chunk.choices[0].delta.content)
-        if chunk.choices and not chunk.choices[0].finish_reason:
-            times.append(time.perf_counter())
-    return "".join(text), times
-
-
-def per_token(started: float, times: list[float]) -> tuple[float, float]:
-    """(seconds per token after the first, seconds per token in all)."""
-    tpot = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else 0.0
-    return tpot, (times[-1] - started) / len(times) if times else 0.0
+        if chunk.choices:
+            timed.chunk(chunk.choices[0].delta.content or "")
+        if chunk.usage:
+            timed.tokens = chunk.usage.completion_tokens
+    return timed
 
 
 async def measure(args: argparse.Namespace, grpc_address: str, http_url: str, prompts: list[list[dict]]) -> dict:
-    seconds: dict[str, dict[str, list[float]]] = {door: {"tpot": [], "per_token": []} for door in ("grpc", "http")}
+    seconds: dict[str, dict[str, list[float]]] = {door: {"first_chunk": [], "per_token": []} for door in DOORS}
     same = 0
     async with grpc.aio.insecure_channel(grpc_address) as channel, \
             openai.AsyncOpenAI(base_url=http_url + "/v1", api_key="unused", max_retries=0) as client:
@@ -69,25 +84,23 @@ async def measure(args: argparse.Namespace, grpc_address: str, http_url: str, pr
         model = (await client.models.list()).data[0].id
         for i, messages in enumerate(prompts):
             texts = {}
-            for door in (("grpc", "http") if i % 2 == 0 else ("http", "grpc")):
-                started = time.perf_counter()
+            for door in (DOORS if i % 2 == 0 else DOORS[::-1]):
                 if door == "grpc":
-                    texts[door], times = await through_grpc(stub, messages, args.max_new_tokens)
+                    timed = await through_grpc(stub, messages, args.max_new_tokens)
                 else:
-                    # The HTTP chunk with the finish reason carries the last text; count tokens as gRPC did.
-                    texts[door], times = await through_http(client, model, messages, args.max_new_tokens)
-                tpot, in_all = per_token(started, times)
-                seconds[door]["tpot"].append(tpot)
-                seconds[door]["per_token"].append(in_all)
+                    timed = await through_http(client, model, messages, args.max_new_tokens)
+                texts[door] = "".join(timed.text)
+                for kind, value in timed.seconds().items():
+                    seconds[door][kind].append(value)
             same += texts["grpc"] == texts["http"]
-            print(f"[{i + 1}/{len(prompts)}] tpot grpc {1000 * seconds['grpc']['tpot'][-1]:6.1f} ms, "
-                  f"http {1000 * seconds['http']['tpot'][-1]:6.1f} ms", file=sys.stderr, flush=True)
+            print(f"[{i + 1}/{len(prompts)}] per token: grpc {1000 * seconds['grpc']['per_token'][-1]:6.1f} ms, "
+                  f"http {1000 * seconds['http']['per_token'][-1]:6.1f} ms", file=sys.stderr, flush=True)
     medians = {door: {k: statistics.median(v) for k, v in kinds.items()} for door, kinds in seconds.items()}
     return {
         "prompts": len(prompts),
         "max_new_tokens": args.max_new_tokens,
         "median_ms": {door: {k: 1000 * v for k, v in kinds.items()} for door, kinds in medians.items()},
-        "http_over_grpc": {k: medians["http"][k] / medians["grpc"][k] for k in ("tpot", "per_token")},
+        "http_over_grpc": {k: medians["http"][k] / medians["grpc"][k] for k in ("first_chunk", "per_token")},
         "identical_outputs": same,
     }
 
