@@ -63,7 +63,8 @@ class StackSpec:
     def command(self, name: str) -> list[str]:
         role = name.split("-")[0]
         command = [sys.executable, "-m", "specdec", "serve", role, "--host", self.host,
-                   "--port", str(self.ports[name]), "--metrics-port", str(self.metrics_ports[name])]
+                   "--port", str(self.ports[name]), "--metrics-port", str(self.metrics_ports[name]),
+                   "--metrics-host", self.host]
         if self.tls is not None:
             command += ["--tls-cert", str(self.tls.cert), "--tls-key", str(self.tls.key), "--tls-ca", str(self.tls.ca)]
         if role == "orchestrator":

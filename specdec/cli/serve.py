@@ -20,6 +20,9 @@ def add_parser(commands) -> None:
         parser.add_argument("--host", default="0.0.0.0")
         parser.add_argument("--port", type=int, default=DEFAULT_PORTS[role])
         parser.add_argument("--metrics-port", type=int, default=METRICS_PORT, help="Prometheus /metrics (0 = off)")
+        parser.add_argument("--metrics-host", default="0.0.0.0", help="the address /metrics listens on")
+        parser.add_argument("--reflection", action=argparse.BooleanOptionalAction, default=True,
+                            help="gRPC server reflection (grpcurl and other tools discover the API with it)")
         tls.add_arguments(parser)
         parser.add_argument("--grace-s", type=float, default=25.0,
                             help="on SIGTERM: health turns NOT_SERVING, new calls are refused, and calls in flight "
@@ -108,6 +111,6 @@ async def _serve_role(args: argparse.Namespace) -> None:
             from target_service.server import target_server as build
         spec = build(args.model, options)
     if args.metrics_port:
-        start_http_server(args.metrics_port)
+        start_http_server(args.metrics_port, addr=args.metrics_host)
     await serve(spec, host=args.host, port=args.port, max_connection_age_s=args.max_connection_age_s,
-                grace_s=args.grace_s, tls=certificates)
+                grace_s=args.grace_s, tls=certificates, reflection=args.reflection)

@@ -18,7 +18,7 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection as grpc_reflection
 from opentelemetry import trace
 
 from specdec.runtime import telemetry
@@ -172,7 +172,7 @@ class RunningServer:
 
 async def start_server(
     spec: ServerSpec, *, host: str, port: int, max_connection_age_s: float = 0.0, grace_s: float = 5.0,
-    tls: TlsFiles | None = None,
+    tls: TlsFiles | None = None, reflection: bool = True,
 ) -> RunningServer:
     """Starts serving `spec` with health checking and reflection (TLS with `tls`); port 0 picks a
     free port."""
@@ -188,7 +188,10 @@ async def start_server(
     spec.register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection([*spec.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    if reflection:
+        grpc_reflection.enable_server_reflection(
+            [*spec.service_names, health.SERVICE_NAME, grpc_reflection.SERVICE_NAME], server
+        )
     address = f"{host}:{port}"
     bound = (server.add_secure_port(address, tls.server_credentials(spec.require_client_certificates)) if tls
              else server.add_insecure_port(address))
@@ -215,11 +218,12 @@ async def start_server(
 
 async def serve(
     spec: ServerSpec, *, host: str, port: int, max_connection_age_s: float = 0.0, grace_s: float = 5.0,
-    tls: TlsFiles | None = None,
+    tls: TlsFiles | None = None, reflection: bool = True,
 ) -> None:
     """Serves until SIGINT/SIGTERM, then drains in-flight calls for `grace_s` seconds."""
     running = await start_server(
-        spec, host=host, port=port, max_connection_age_s=max_connection_age_s, grace_s=grace_s, tls=tls
+        spec, host=host, port=port, max_connection_age_s=max_connection_age_s, grace_s=grace_s, tls=tls,
+        reflection=reflection,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

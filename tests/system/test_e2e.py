@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 
 import grpc
@@ -300,3 +301,29 @@ def test_orchestrator_waits_for_its_upstreams_not_serving_until_then(tiny_target
         assert error.value.code() == grpc.StatusCode.UNAVAILABLE and "retry" in error.value.details()
     finally:
         stop_process(orchestrator)
+
+
+def test_reflection_can_be_turned_off_and_metrics_bound_to_an_address(tiny_target):
+    metrics_port = free_port()
+    target, address = start_service("target", "--model", str(tiny_target), "--threads", "1", "--no-reflection",
+                                    "--metrics-port", str(metrics_port), "--metrics-host", "127.0.0.1")
+    try:
+        wait_healthy("target", address, target)
+        with grpc.insecure_channel(address) as channel:
+            with pytest.raises(grpc.RpcError) as error:
+                ProtoReflectionDescriptorDatabase(channel).get_services()
+        assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert _listening_addresses(metrics_port) == {"127.0.0.1"}
+    finally:
+        stop_process(target)
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """The IPv4 addresses with a socket listening on `port`, from /proc/net/tcp (state 0A)."""
+    found = set()
+    for line in open("/proc/net/tcp").read().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        host, local_port = local.split(":")
+        if state == "0A" and int(local_port, 16) == port:
+            found.add(str(ipaddress.IPv4Address(bytes.fromhex(host)[::-1])))
+    return found
