@@ -4,6 +4,7 @@ tests run (the same `specdec serve ...` commands compose and Kubernetes run)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import subprocess
@@ -116,17 +117,33 @@ class LocalStack:
         self.stop()
 
 
-def start_process(command: list[str], output: int | IO | None = None) -> subprocess.Popen:
+def start_process(
+    command: list[str], output: int | IO | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """A `specdec serve` process that exits with this one (see die_with_parent), so none is orphaned.
+
+    No preexec_fn: with one, Python forks, and gRPC's fork handlers run in the child before it
+    execs, which aborts it now and then when this process has gRPC threads at work (seen in CI:
+    "Epoll1Poller ... epoll_wait error: Bad file descriptor", exit -6). Without, Python uses vfork.
+    """
     stderr = None if output is None else subprocess.STDOUT
-    return subprocess.Popen(command, stdout=output, stderr=stderr, text=True, preexec_fn=_die_with_parent)
+    env = {**(os.environ if env is None else env), _PARENT_PID: str(os.getpid())}
+    return subprocess.Popen(command, stdout=output, stderr=stderr, text=True, env=env)
 
 
-def _die_with_parent() -> None:
-    """Linux: the service gets SIGTERM if the process that started it dies, so none is orphaned."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+_PARENT_PID = "SPECDEC_DIE_WITH_PARENT"  # set by start_process: the pid to die with
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+def die_with_parent() -> None:
+    """Linux, first thing in `specdec serve`: SIGTERM when the process that started us dies."""
+    parent = os.environ.pop(_PARENT_PID, None)
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != int(parent):  # it died before that took hold
+        sys.exit("specdec: the process that started this service has exited")
 
 
 def free_port() -> int:

@@ -7,7 +7,7 @@ import asyncio
 import logging
 
 from orchestrator.admission import DEFAULT_MAX_RUNNING, DEFAULT_MAX_WAITING
-from specdec.cli.launcher import DEFAULT_PORTS, METRICS_PORT
+from specdec.cli.launcher import DEFAULT_PORTS, METRICS_PORT, die_with_parent
 from specdec.default_models import DEFAULT_MODEL
 from specdec.runtime import tls
 
@@ -61,6 +61,7 @@ def add_parser(commands) -> None:
 
 
 def _serve(args: argparse.Namespace) -> None:
+    die_with_parent()
     from specdec.runtime import telemetry
 
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {args.role} %(levelname)s %(message)s")

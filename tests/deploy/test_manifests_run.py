@@ -44,7 +44,7 @@ import grpc
 import pytest
 import yaml
 
-from specdec.cli.launcher import DEFAULT_PORTS, METRICS_PORT, _die_with_parent, free_port, stop_process, wait_healthy
+from specdec.cli.launcher import DEFAULT_PORTS, METRICS_PORT, free_port, start_process, stop_process, wait_healthy
 from specdec.v1 import generation_pb2, generation_pb2_grpc
 from tests.deploy.test_deploy import COMPOSE_VARIANTS, ROOT, _compose_binary, _ok, _render, _run
 from tests.tiny_models import char_tokenizer, save_tiny_lm
@@ -342,8 +342,7 @@ def _localize(containers: dict[str, Container], models: dict[str, Path], tmp: Pa
 
 
 def _start(local: Local) -> subprocess.Popen:
-    return subprocess.Popen(local.command, env=local.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=_die_with_parent)
+    return start_process(local.command, subprocess.PIPE, env=local.env)
 
 
 def _localize_check(check: list[str], own_port: int, local_port: int) -> list[str]:
