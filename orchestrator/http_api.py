@@ -17,7 +17,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -30,7 +30,7 @@ from starlette.routing import Mount, Route
 
 from orchestrator.read_ahead import read_ahead
 from orchestrator.servicer import GenerationServicer
-from specdec.runtime.errors import InvalidArgument, status_of
+from specdec.runtime.errors import InvalidArgument, Unavailable, status_of
 from specdec.runtime.tls import TlsFiles
 from specdec.v1 import generation_pb2
 
@@ -58,19 +58,19 @@ class NotFound(LookupError):
 
 
 def build_app(servicer: GenerationServicer) -> Starlette:
+    @_openai_errors
     async def completions(request: Request) -> Response:
         return await _respond(servicer, request, chat=False)
 
+    @_openai_errors
     async def chat_completions(request: Request) -> Response:
         return await _respond(servicer, request, chat=True)
 
+    @_openai_errors
     async def models(request: Request) -> Response:
-        try:
-            servicer.check_token(request.headers.get("authorization"))
-        except Exception as error:  # noqa: BLE001
-            return _error_response(*_http_error(error))
+        servicer.check_token(request.headers.get("authorization"))
         if not servicer.ready:
-            return _error_response(503, "service_unavailable", "the orchestrator is still connecting to its upstreams")
+            raise Unavailable("the orchestrator is still connecting to its upstreams; retry shortly")
         return JSONResponse({"object": "list", "data": [
             {"id": servicer.model, "object": "model", "created": 0, "owned_by": "specdec"}]})
 
@@ -119,23 +119,32 @@ class HttpServer:
             await self._serving
 
 
+def _openai_errors(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """Every error an endpoint raises becomes an OpenAI-style body with a fitting status."""
+
+    async def handle(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except Exception as error:  # noqa: BLE001 - mapped, as gRPC's interceptor maps it
+            return _error_response(*_http_error(error))
+
+    return handle
+
+
 async def _respond(servicer: GenerationServicer, http: Request, *, chat: bool) -> Response:
-    try:
-        servicer.check_token(http.headers.get("authorization"))
-        body = await _json_body(http)
-        request, stream, include_usage = _to_request(body, chat)
-        if body.get("model") not in (None, servicer.model):
-            raise NotFound(f"model {body['model']!r} is not served here; GET /v1/models lists {servicer.model!r}")
-        # Generated in a task of its own (read_ahead), so that the first chunk, read here, and the rest,
-        # read by the response's task, come from one context (the request's trace span lives there).
-        chunks = read_ahead(servicer.generate(request, deadline=None))
-        kind = _Kind(chat, servicer.model)
-        if stream:
-            first = await anext(chunks)  # errors before the first token still get a status code
-            return StreamingResponse(_events(first, chunks, kind, include_usage), media_type="text/event-stream")
-        return JSONResponse(await _unless_disconnected(http, _whole(chunks, kind)))
-    except Exception as error:  # noqa: BLE001 - every error becomes an OpenAI-style body
-        return _error_response(*_http_error(error))
+    servicer.check_token(http.headers.get("authorization"))
+    body = await _json_body(http)
+    request, stream, include_usage = _to_request(body, chat)
+    if body.get("model") not in (None, servicer.model):
+        raise NotFound(f"model {body['model']!r} is not served here; GET /v1/models lists {servicer.model!r}")
+    # Generated in a task of its own (read_ahead), so that the first chunk, read here, and the rest,
+    # read by the response's task, come from one context (the request's trace span lives there).
+    chunks = read_ahead(servicer.generate(request, deadline=None))
+    kind = _Kind(chat, servicer.model)
+    if stream:
+        first = await anext(chunks)  # errors before the first token still get a status code
+        return StreamingResponse(_events(first, chunks, kind, include_usage), media_type="text/event-stream")
+    return JSONResponse(await _unless_disconnected(http, _whole(chunks, kind)))
 
 
 class _Kind:

@@ -169,8 +169,8 @@ class SpeculativeLoop:
         # Greedy drafting draws nothing: the seed only makes sampled drafts reproducible.
         seed = 0 if config.params.greedy else int(torch.randint(_SEED_BOUND, (1,), generator=self._generator))
         catch_up = len(committed) - self._draft_seen
-        deadline = self._guard.deadline
-        draft_timeout_s = deadline.timeout_s(catch_up, k)
+        draft_deadline = self._guard.deadline
+        draft_timeout_s = draft_deadline.timeout_s(catch_up, k)
         # Never past the request's own deadline; a draft cut short by it is not the draft's fault.
         request_left_s = float("inf") if self._deadline is None else max(self._deadline - time.monotonic(), 0.0)
         before = self._stats.meter.draft_seconds
@@ -188,6 +188,6 @@ class SpeculativeLoop:
                 self._guard.breaker.failed(error.code())
             return None
         self._guard.breaker.succeeded()
-        deadline.observe(catch_up, k, self._stats.meter.draft_seconds - before)
+        draft_deadline.observe(catch_up, k, self._stats.meter.draft_seconds - before)
         self._draft_seen = len(committed)
         return proposal

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from specdec.default_models import DEFAULT_DRAFT, DEFAULT_MODEL
 
 DEFAULT_PROMPTS = resources.files("specdec.bench") / "dev.jsonl"
+
+
+def read_records(path: Path | Traversable, limit: int = 0) -> list[dict]:
+    """A prompt set's records (JSONL: `messages`, optionally `id` and `category`), the first `limit` (0 = all)."""
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return records[: limit or None]
 
 
 def add_parser(commands) -> None:

@@ -24,9 +24,9 @@ from pathlib import Path
 import grpc
 import openai
 
-from specdec.bench.command import DEFAULT_PROMPTS
+from specdec.bench.command import DEFAULT_PROMPTS, read_records
 from specdec.cli.launcher import ROLES, LocalStack, StackSpec, free_port
-from specdec.default_models import DEFAULT_DRAFT, DEFAULT_MODEL, ensure_embedded_model
+from specdec.default_models import DEFAULT_DRAFT, DEFAULT_MODEL, prepare_if_named
 from specdec.v1 import generation_pb2, generation_pb2_grpc
 
 DOORS = ("grpc", "http")
@@ -115,10 +115,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per model service")
     parser.add_argument("--out", type=Path, default=None, help="also write the results here, as JSON")
     args = parser.parse_args()
-    lines = [json.loads(line) for line in args.prompts.read_text().splitlines() if line.strip()]
-    prompts = [line["messages"] for line in lines[: args.limit or None]]
-    if DEFAULT_MODEL in (args.target_model, args.draft_model):
-        ensure_embedded_model()
+    prompts = [record["messages"] for record in read_records(args.prompts, args.limit)]
+    prepare_if_named(args.target_model, args.draft_model)
     http_port = free_port()
     spec = StackSpec(target_model=args.target_model, draft_model=args.draft_model,
                      ports={role: free_port() for role in ROLES}, model_flags=("--threads", str(args.threads)),

@@ -22,6 +22,7 @@ import time
 import grpc
 import torch
 
+from specdec.bench.command import read_records
 from specdec.bench.configs import Config, Results, Run, configs_for
 from specdec.bench.peers import Peers
 from specdec.bench.report import by_category, category_table, markdown_table, plot, summarize
@@ -66,8 +67,7 @@ async def run_all(args: argparse.Namespace, address: str, peers: Peers | None, p
 
 def main(args: argparse.Namespace) -> None:
     tokenizer = load_tokenizer(args.target_model)  # also prepares the default model once
-    lines = [json.loads(line) for line in args.prompts.read_text().splitlines() if line.strip()]
-    lines = lines[: args.limit or None]
+    lines = read_records(args.prompts, args.limit)
     prompts = [list(tokenizer.apply_chat_template(line["messages"], add_generation_prompt=True, tokenize=True,
                                                   return_dict=True)["input_ids"]) for line in lines]
     args.out.mkdir(parents=True, exist_ok=True)

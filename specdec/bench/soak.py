@@ -28,8 +28,9 @@ from pathlib import Path
 import grpc
 import psutil
 
+from specdec.bench.command import read_records
 from specdec.cli.launcher import ROLES, LocalStack, StackSpec, free_port
-from specdec.default_models import DEFAULT_MODEL, ensure_embedded_model
+from specdec.default_models import prepare_if_named
 from specdec.v1 import generation_pb2, generation_pb2_grpc
 
 WARM_UP_SHARE = 0.2  # the warm RSS is the first sample after this share of the soak
@@ -167,10 +168,8 @@ def markdown(summary: dict) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    lines = [json.loads(line) for line in args.prompts.read_text().splitlines() if line.strip()]
-    prompts = [line["messages"] for line in lines[: args.limit or None]]
-    if DEFAULT_MODEL in (args.target_model, args.draft_model):
-        ensure_embedded_model()  # once, here, rather than raced by two services
+    prompts = [record["messages"] for record in read_records(args.prompts, args.limit)]
+    prepare_if_named(args.target_model, args.draft_model)
     spec = StackSpec(target_model=args.target_model, draft_model=args.draft_model,
                      ports={role: free_port() for role in ROLES}, model_flags=("--threads", str(args.threads)),
                      orchestrator_flags=())

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from orchestrator.admission import DEFAULT_MAX_RUNNING, DEFAULT_MAX_WAITING
 from specdec.cli.launcher import DEFAULT_PORTS, METRICS_PORT, LocalStack, ServiceFailed, StackSpec
-from specdec.default_models import DEFAULT_DRAFT, DEFAULT_MODEL, ensure_embedded_model
+from specdec.default_models import DEFAULT_DRAFT, DEFAULT_MODEL, prepare_if_named
 from specdec.runtime.tls import write_stack_certificates
 
 
@@ -46,8 +46,7 @@ def add_parser(commands) -> None:
 def _up(args: argparse.Namespace) -> None:
     if min(args.target_replicas, args.draft_replicas) < 1:
         sys.exit("specdec: --target-replicas and --draft-replicas must be at least 1")
-    if DEFAULT_MODEL in (args.target_model, args.draft_model):
-        ensure_embedded_model()  # once, here, rather than raced by two services
+    prepare_if_named(args.target_model, args.draft_model)
     certificates = write_stack_certificates(Path(tempfile.mkdtemp(prefix="specdec-tls-"))) if args.tls else None
     spec = StackSpec(
         target_model=args.target_model,

@@ -38,6 +38,13 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SPECDEC_CACHE", Path.home() / ".cache" / "specdec")).expanduser()
 
 
+def prepare_if_named(*models: str) -> None:
+    """Prepares the embedded model once, here, if any of `models` names it: a launcher calls this
+    rather than let the services it starts race to convert it."""
+    if DEFAULT_MODEL in models:
+        ensure_embedded_model()
+
+
 def ensure_embedded_model(log=print) -> Path:
     """Returns the directory of the converted default model, preparing it on first use."""
     model_dir = cache_dir() / MODEL_NAME

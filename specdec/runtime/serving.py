@@ -1,5 +1,5 @@
 """gRPC plumbing shared by the three services: server start-up and shutdown, health checking,
-reflection, message limits, channel options, and running model calls off the request path's way.
+reflection, message limits, channel options, and the worker that runs model calls one at a time.
 
 Errors become statuses in one place, errors.ErrorInterceptor, installed on every server here."""
 
