@@ -27,6 +27,8 @@ def add_parser(commands) -> None:
     bench.add_argument("--repeats", type=int, default=1, help="run every prompt this many times per configuration")
     bench.add_argument("--max-new-tokens", type=int, default=128)
     bench.add_argument("--temperature", type=float, default=0.0)
+    bench.add_argument("--ignore-eos", action="store_true",
+                       help="with --concurrency: generate past EOS, so every output is --max-new-tokens long")
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--target-model", default="default")
     bench.add_argument("--draft-model", default="", help="a draft model ('' = only the n-gram drafter)")
@@ -39,12 +41,28 @@ def add_parser(commands) -> None:
                        help="torch threads for every model, services and peers alike (0 = torch's default); "
                             "on a shared machine 1 avoids the collapse of oversubscribed thread pools")
     bench.add_argument("--no-peers", dest="peers", action="store_false", help="skip the in-process transformers runs")
+    bench.add_argument("--concurrency", type=_levels, default=[],
+                       help="concurrency levels, e.g. 1,2,4,8,16: instead of the comparison, aggregate tokens/s and "
+                            "per-stream latency of the default speculative configuration and draft=none at each "
+                            "(no peers; --k, --ngram-k and --lenience are not used)")
     bench.add_argument("--out", type=Path, default=Path("bench-results"))
     bench.set_defaults(func=_run)
 
 
+def _levels(text: str) -> list[int]:
+    levels = sorted({int(level) for level in text.split(",")})
+    if levels[0] < 1:
+        raise argparse.ArgumentTypeError("concurrency levels are at least 1")
+    return levels
+
+
 def _run(args: argparse.Namespace) -> None:
-    from specdec.bench.run import main
+    if args.ignore_eos and not args.concurrency:
+        sys.exit("specdec bench: --ignore-eos needs --concurrency (the transformers peers stop at EOS)")
+    if args.concurrency:
+        from specdec.bench.concurrency import main
+    else:
+        from specdec.bench.run import main
 
     main(args)
 

@@ -22,6 +22,8 @@ class Run:
     tokens: list[int]
     seconds: float
     stats: generation_pb2.GenerationStats | None = None  # services only
+    first_token_seconds: float = 0.0  # from the request's start to its first and last token chunks; services only
+    last_token_seconds: float = 0.0
 
 
 @dataclass

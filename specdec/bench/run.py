@@ -18,6 +18,8 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import grpc
 import torch
@@ -35,13 +37,17 @@ async def run_service(stub, config: Config, prompt_ids: list[int], args: argpars
     request = generation_pb2.GenerateRequest(
         prompt_token_ids=prompt_ids, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
         seed=seed, draft=config.draft, num_speculative_tokens=config.k, lenience=config.lenience,
+        ignore_eos=args.ignore_eos,
     )
     started = time.perf_counter()
-    tokens, last = [], None
+    tokens, last, first_at, last_at = [], None, 0.0, 0.0
     async for chunk in stub.Generate(request, timeout=1800):
+        if chunk.token_ids:
+            last_at = time.perf_counter()
+            first_at = first_at or last_at
         tokens.extend(chunk.token_ids)
         last = chunk
-    return Run(tokens, time.perf_counter() - started, last.stats)
+    return Run(tokens, time.perf_counter() - started, last.stats, first_at - started, last_at - started)
 
 
 async def run_all(args: argparse.Namespace, address: str, peers: Peers | None, prompts: list[list[int]]):
@@ -65,19 +71,32 @@ async def run_all(args: argparse.Namespace, address: str, peers: Peers | None, p
     return results
 
 
-def main(args: argparse.Namespace) -> None:
+def prompt_set(args: argparse.Namespace) -> tuple[list[dict], list[list[int]]]:
+    """The prompt set's records and their token ids, rendered with the target's chat template."""
     tokenizer = load_tokenizer(args.target_model)  # also prepares the default model once
     lines = read_records(args.prompts, args.limit)
     prompts = [list(tokenizer.apply_chat_template(line["messages"], add_generation_prompt=True, tokenize=True,
                                                   return_dict=True)["input_ids"]) for line in lines]
-    args.out.mkdir(parents=True, exist_ok=True)
+    return lines, prompts
+
+
+@contextmanager
+def bench_stack(args: argparse.Namespace) -> Iterator[LocalStack]:
+    """The bench's own stack on free loopback ports, its services' logs in --out/services.log."""
     spec = StackSpec(target_model=args.target_model, draft_model=args.draft_model,
                      ports={role: free_port() for role in ROLES}, model_flags=("--threads", str(args.threads)))
+    with open(args.out / "services.log", "w") as log, LocalStack(spec, output=log, log=lambda _: None) as stack:
+        yield stack
+
+
+def main(args: argparse.Namespace) -> None:
+    lines, prompts = prompt_set(args)
+    args.out.mkdir(parents=True, exist_ok=True)
     if args.threads:
         torch.set_num_threads(args.threads)  # the in-process peers compute like the services
     print(f"specdec bench: {len(prompts)} prompts x {args.repeats} repeats x {len(configs_for(args))} configurations, "
           f"{args.max_new_tokens} tokens each; service logs in {args.out / 'services.log'}", file=sys.stderr)
-    with open(args.out / "services.log", "w") as log, LocalStack(spec, output=log, log=lambda _: None) as stack:
+    with bench_stack(args) as stack:
         peers = Peers(args.target_model, args.draft_model) if args.peers or args.lenience != [1.0] else None
         results = asyncio.run(run_all(args, stack.address, peers if args.peers else None, prompts))
     # Runs go prompt by prompt, repeat after repeat.
