@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import torch
 
-from specdec.runtime.cached_lm import CachedLM
+from specdec.runtime.batching import Job
+from specdec.runtime.cached_lm import Step
 from specdec.runtime.ngram import find_ngram
 from specdec.runtime.sampling import SamplingParams, argmax, sample_token, sampling_probs
 from specdec.runtime.speculative import Proposal
 
 
 def propose_with_model(
-    lm: CachedLM, session_id: str, token_ids: list[int], k: int, params: SamplingParams, seed: int
-) -> Proposal:
-    """Samples x_1..x_k autoregressively, each from exactly the q_i it returns. Greedy drafts are
-    each step's argmax and come without rows: q is one-hot at each x_i."""
+    session_id: str, token_ids: list[int], k: int, params: SamplingParams, seed: int, vocab_size: int
+) -> Job[Proposal]:
+    """A scheduler job that samples x_1..x_k autoregressively, one step each (batched with other
+    sessions' steps), each from exactly the q_i it returns. Greedy drafts are each step's argmax and
+    come without rows: q is one-hot at each x_i."""
     generator = torch.Generator().manual_seed(seed)
     sequence = list(token_ids)
     rows = []
     for _ in range(k):
-        logits = lm.logits(session_id, sequence, 1)[0].cpu()  # [V]
+        logits = (yield Step(session_id, list(sequence), 1))[0].cpu()  # [V]
         if params.greedy:
             sequence.append(int(argmax(logits)))
         else:
@@ -29,7 +31,7 @@ def propose_with_model(
     proposed = sequence[len(token_ids) :]
     if params.greedy:
         return Proposal(proposed, None)
-    return Proposal(proposed, torch.stack(rows) if rows else torch.zeros(0, lm.vocab_size))
+    return Proposal(proposed, torch.stack(rows) if rows else torch.zeros(0, vocab_size))
 
 
 def propose_with_ngram(token_ids: list[int], k: int) -> Proposal:

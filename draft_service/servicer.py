@@ -10,7 +10,7 @@ from draft_service.drafter import propose_with_model, propose_with_ngram
 from specdec.runtime import service_metrics
 from specdec.runtime.errors import FailedPrecondition
 from specdec.runtime.hosted_model import HostedModel
-from specdec.runtime.serving import Draining, ModelWorker, serve_session_stream, timed
+from specdec.runtime.serving import Draining, serve_session_stream, timed
 from specdec.runtime.validation import check_fingerprint, check_tokens, sampling_from_proto
 from specdec.runtime.wire import encode_rows
 from specdec.v1 import common_pb2, draft_pb2, draft_pb2_grpc
@@ -24,7 +24,6 @@ NGRAM_MAX_VOCAB, NGRAM_MAX_CONTEXT = 1 << 18, 1 << 20
 class DraftServicer(draft_pb2_grpc.DraftServicer):
     def __init__(self, model: HostedModel | None, draining: Draining) -> None:
         self._model = model
-        self._worker = ModelWorker()
         self._draining = draining
 
     async def Propose(self, request: draft_pb2.ProposeRequest, context: grpc.aio.ServicerContext):
@@ -51,9 +50,8 @@ class DraftServicer(draft_pb2_grpc.DraftServicer):
                 request.token_ids, num_new=k, max_new=info.max_speculative_tokens, vocab_size=info.vocab_size,
                 max_context=info.max_context,
             )
-            lm, session_id = self._model.lm, request.session_id
-            proposal, seconds = await self._worker.run(
-                lm.uncached_len(session_id, tokens), propose_with_model, lm, session_id, tokens, k, params, request.seed
+            proposal, seconds = await self._model.scheduler.run(
+                propose_with_model(request.session_id, tokens, k, params, request.seed, self._model.lm.vocab_size)
             )
         else:  # DRAFT_METHOD_NGRAM, and the default
             # The model's vocabulary and context when there is one: any other id means other text to it.
@@ -76,7 +74,7 @@ class DraftServicer(draft_pb2_grpc.DraftServicer):
 
     async def _end_session(self, session_id: str) -> None:
         if self._model is not None:
-            await self._worker.run(0, self._model.lm.end_session, session_id)
+            await self._model.end_session(session_id)
             service_metrics.observe_cache(self._model.lm)
 
     async def GetModelInfo(self, request: draft_pb2.DraftGetModelInfoRequest, context: grpc.aio.ServicerContext):

@@ -10,11 +10,12 @@ import grpc
 import torch
 
 from specdec.runtime import service_metrics
-from specdec.runtime.cached_lm import CachedLM
+from specdec.runtime.batching import Job
+from specdec.runtime.cached_lm import Step
 from specdec.runtime.errors import InvalidArgument
 from specdec.runtime.hosted_model import HostedModel
 from specdec.runtime.sampling import SamplingParams, target_distribution
-from specdec.runtime.serving import Draining, ModelWorker, serve_session_stream
+from specdec.runtime.serving import Draining, serve_session_stream
 from specdec.runtime.speculative import count_accepted
 from specdec.runtime.validation import check_fingerprint, check_tokens, sampling_from_proto
 from specdec.runtime.wire import encode_rows
@@ -28,15 +29,15 @@ class BlockVerdict:
 
 
 def verify_block(
-    lm: CachedLM,
     session_id: str,
     token_ids: list[int],
     draft_token_ids: list[int],
     q_x: torch.Tensor,  # [k]
     u: torch.Tensor,  # [k]
     params: SamplingParams,
-) -> BlockVerdict:
-    logits = lm.logits(session_id, token_ids + draft_token_ids, len(draft_token_ids) + 1)  # [k+1, V]
+) -> Job[BlockVerdict]:
+    """A scheduler job: one step scoring the block, then the accept test."""
+    logits = yield Step(session_id, token_ids + draft_token_ids, len(draft_token_ids) + 1)  # [k+1, V]
     p = target_distribution(logits.cpu(), params)  # [k+1, V]
     drafts = torch.tensor(draft_token_ids, dtype=torch.long)
     n = count_accepted(drafts, p, q_x, u, greedy=params.greedy, lenience=params.lenience)
@@ -46,7 +47,6 @@ def verify_block(
 class TargetServicer(target_pb2_grpc.TargetServicer):
     def __init__(self, model: HostedModel, draining: Draining) -> None:
         self._model = model
-        self._worker = ModelWorker()
         self._draining = draining
 
     async def Score(self, request: target_pb2.ScoreRequest, context: grpc.aio.ServicerContext):
@@ -75,9 +75,8 @@ class TargetServicer(target_pb2_grpc.TargetServicer):
             draft_ids=drafts,
         )
         q_x, u = _accept_test_inputs(request, len(drafts), params.greedy)
-        lm, session_id = self._model.lm, request.session_id
-        verdict, seconds = await self._worker.run(
-            lm.uncached_len(session_id, tokens + drafts), verify_block, lm, session_id, tokens, drafts, q_x, u, params
+        verdict, seconds = await self._model.scheduler.run(
+            verify_block(request.session_id, tokens, drafts, q_x, u, params)
         )
         reply = target_pb2.ScoreResponse(
             num_accepted=verdict.num_accepted, probs=encode_rows(verdict.p_next[None]), compute_seconds=seconds
@@ -90,7 +89,7 @@ class TargetServicer(target_pb2_grpc.TargetServicer):
         return target_pb2.TargetEndSessionResponse()
 
     async def _end_session(self, session_id: str) -> None:
-        await self._worker.run(0, self._model.lm.end_session, session_id)
+        await self._model.end_session(session_id)
         service_metrics.observe_cache(self._model.lm)
 
     async def GetModelInfo(self, request: target_pb2.TargetGetModelInfoRequest, context: grpc.aio.ServicerContext):

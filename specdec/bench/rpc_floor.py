@@ -2,16 +2,12 @@
 "orchestration + RPC" column.
 
 A stand-in Target service runs in its own process on loopback, served exactly like the real one
-(specdec.runtime.serving.start_server, a ModelWorker, the same channel options), but its "model" only
-sleeps. An asyncio client calls Score back to back and reports, per call, the wall time minus the
-compute_seconds the server reports, for a few amounts of server-side work, with the work run on
-the server's event loop (as the services run decode steps) and on its worker thread (as they run
-prefills). A call that follows tens of milliseconds of idling pays for waking the threads on both
-ends.
-
-A second table sends the same requests, with the work on the event loop, as unary calls and as
-messages on a session's open ScoreStream, the way the orchestrator sends them
-(orchestrator.clients.SessionStreams).
+(specdec.runtime.serving.start_server, a BatchScheduler's model thread, the same channel options), but
+its "model" only sleeps. An asyncio client calls Score back to back and reports, per call, the wall
+time minus the compute_seconds the server reports, for a few amounts of server-side work, as unary
+calls and as messages on a session's open ScoreStream, the way the orchestrator sends them
+(orchestrator.clients.SessionStreams). A call that follows tens of milliseconds of idling pays for
+waking the threads on both ends.
 
     .venv/bin/python -m specdec.bench.rpc_floor [--calls 60]
 """
@@ -29,7 +25,8 @@ import grpc
 
 from orchestrator.clients import SessionStreams
 from specdec.cli.launcher import free_port, wait_healthy
-from specdec.runtime.serving import CHANNEL_OPTIONS, Draining, ModelWorker, ServerSpec, serve, serve_session_stream
+from specdec.runtime.batching import BatchScheduler
+from specdec.runtime.serving import CHANNEL_OPTIONS, Draining, ServerSpec, serve, serve_session_stream
 from specdec.v1 import common_pb2, target_pb2, target_pb2_grpc
 
 WORK_MS = (0.0, 6.0, 60.0)  # nothing, about a draft step, about a target step on a CPU
@@ -37,7 +34,7 @@ WORK_MS = (0.0, 6.0, 60.0)  # nothing, about a draft step, about a target step o
 
 class SleepingTarget(target_pb2_grpc.TargetServicer):
     def __init__(self) -> None:
-        self._worker = ModelWorker()
+        self._scheduler = BatchScheduler(model=None)  # only its thread is used: call() runs no passes
 
     async def Score(self, request: target_pb2.ScoreRequest, context: grpc.aio.ServicerContext):
         return await self._score(request)
@@ -49,7 +46,9 @@ class SleepingTarget(target_pb2_grpc.TargetServicer):
             yield target_pb2.ScoreStreamResponse(response=reply)
 
     async def _score(self, request: target_pb2.ScoreRequest) -> target_pb2.ScoreResponse:
-        _, seconds = await self._worker.run(len(request.draft_token_ids), time.sleep, request.uniforms[0])
+        started = time.perf_counter()
+        await self._scheduler.call(time.sleep, request.uniforms[0])
+        seconds = time.perf_counter() - started
         probs = common_pb2.ProbRows(num_rows=1, vocab_size=1)
         return target_pb2.ScoreResponse(num_accepted=0, probs=probs, compute_seconds=seconds)
 
@@ -58,16 +57,13 @@ async def _no_cache_to_free(session_id: str) -> None:
     pass
 
 
-def score_request(work_s: float, new_tokens: int) -> target_pb2.ScoreRequest:
-    # The work rides in `uniforms` and the new tokens (which pick the thread) in the drafts, so one
-    # server serves every case.
-    return target_pb2.ScoreRequest(
-        session_id="floor", token_ids=list(range(200)), draft_token_ids=[0] * new_tokens, uniforms=[work_s]
-    )
+def score_request(work_s: float) -> target_pb2.ScoreRequest:
+    # The work rides in `uniforms`, so one server serves every case.
+    return target_pb2.ScoreRequest(session_id="floor", token_ids=list(range(200)), uniforms=[work_s])
 
 
-async def overheads_ms(address: str, work_s: float, new_tokens: int, calls: int, streaming: bool) -> list[float]:
-    request = score_request(work_s, new_tokens)
+async def overheads_ms(address: str, work_s: float, calls: int, streaming: bool) -> list[float]:
+    request = score_request(work_s)
     async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
         stub = target_pb2_grpc.TargetStub(channel)
         streams = SessionStreams(stub.ScoreStream, "target")
@@ -85,13 +81,13 @@ async def overheads_ms(address: str, work_s: float, new_tokens: int, calls: int,
         return result
 
 
-def table(address: str, calls: int, header: str, cases: list[tuple[int, bool]]) -> None:
-    """One row per amount of work, one column per (new tokens, streaming) case."""
-    print(header)
+def table(address: str, calls: int) -> None:
+    """One row per amount of work, a column for unary calls and one for the session stream."""
+    print("            | a unary call each time | a message on the session stream")
     for work_ms in WORK_MS:
         cells = []
-        for new_tokens, streaming in cases:
-            ms = sorted(asyncio.run(overheads_ms(address, work_ms / 1000, new_tokens, calls, streaming)))
+        for streaming in (False, True):
+            ms = sorted(asyncio.run(overheads_ms(address, work_ms / 1000, calls, streaming)))
             cells.append(f"{statistics.median(ms):.2f} ({ms[len(ms) // 10]:.2f}–{ms[len(ms) * 9 // 10]:.2f})")
         print(f"{work_ms:5.0f} ms    | " + " | ".join(f"{cell:22}" for cell in cells))
 
@@ -115,11 +111,7 @@ def main() -> None:
         wait_healthy("stand-in target", f"127.0.0.1:{port}", server, timeout_s=60)
         address = f"127.0.0.1:{port}"
         print("server work | per-call overhead, ms: median (p10–p90)")
-        table(address, args.calls, "            | work on the event loop | work on the worker thread",
-              [(0, False), (ModelWorker.INLINE_TOKENS + 1, False)])
-        print()
-        table(address, args.calls, "            | a unary call each time | a message on the session stream",
-              [(0, False), (0, True)])
+        table(address, args.calls)
     finally:
         server.terminate()
         server.wait()

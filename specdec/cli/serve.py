@@ -54,7 +54,10 @@ def add_parser(commands) -> None:
             parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
             parser.add_argument("--device", default="cpu")
             parser.add_argument("--max-k", type=int, default=16, help="largest k a call may ask for")
-            parser.add_argument("--cache-mb", type=int, default=1024, help="KV cache budget (LRU over sessions)")
+            parser.add_argument("--cache-mb", type=int, default=2048,
+                                help="KV cache budget: slots of --max-context tokens, LRU over sessions")
+            parser.add_argument("--max-context", type=int, default=2048,
+                                help="tokens per session (prompt and output), at most the model's own context")
             parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
             parser.add_argument("--trust-remote-code", action="store_true")
         parser.set_defaults(func=_serve)
@@ -105,7 +108,9 @@ async def _serve_role(args: argparse.Namespace) -> None:
         from specdec.runtime.hosted_model import ModelOptions, configure_torch_threads
 
         configure_torch_threads(args.threads)
-        options = ModelOptions(args.dtype, args.device, args.cache_mb, args.max_k, args.trust_remote_code)
+        options = ModelOptions(
+            args.dtype, args.device, args.cache_mb, args.max_context, args.max_k, args.trust_remote_code
+        )
         if args.role == "draft":
             from draft_service.server import draft_server as build
         else:

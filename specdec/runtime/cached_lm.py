@@ -16,6 +16,15 @@ import torch
 from transformers import DynamicCache, PreTrainedModel
 
 
+@dataclass(frozen=True)
+class Step:
+    """One model call of a session: the logits after each of the last `num_logits` positions."""
+
+    session_id: str
+    token_ids: list[int]
+    num_logits: int
+
+
 @dataclass
 class _Session:
     token_ids: list[int]  # the tokens whose keys/values `cache` holds
@@ -61,6 +70,11 @@ class CachedLM:
         self._store(session_id, _Session(list(token_ids), cache, _cache_nbytes(cache)))
         return logits
 
+    max_batch_rows = 64  # steps run one after another here: any number may come at once
+
+    def forward(self, steps: list[Step]) -> list[torch.Tensor]:
+        return [self.logits(step.session_id, step.token_ids, step.num_logits) for step in steps]
+
     def uncached_len(self, session_id: str, token_ids: list[int]) -> int:
         """How many of `token_ids` a call would run through the model: the rest come from the cache."""
         session = self._sessions.get(session_id)
@@ -72,6 +86,11 @@ class CachedLM:
     @property
     def cached_bytes(self) -> int:
         return self._cached_bytes
+
+    @property
+    def cache_usage(self) -> float:
+        """Fraction of the byte budget in use."""
+        return min(1.0, self._cached_bytes / self.cache_budget_bytes)
 
     @property
     def num_sessions(self) -> int:

@@ -1,4 +1,4 @@
-"""A model as the draft and target services host it: weights, prefix cache and its ModelInfo."""
+"""A model as the draft and target services host it: weights, KV cache, batch scheduler and ModelInfo."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from dataclasses import dataclass
 
 import torch
 
+from specdec.runtime import service_metrics
+from specdec.runtime.batching import BatchScheduler
 from specdec.runtime.cached_lm import CachedLM
 from specdec.runtime.models import load_model, load_tokenizer, max_context, tokenizer_fingerprint
+from specdec.runtime.slot_lm import SlotLM, agrees_with_reference
 from specdec.v1 import common_pb2
 
 log = logging.getLogger("specdec")
@@ -19,14 +22,16 @@ log = logging.getLogger("specdec")
 class ModelOptions:
     dtype: str = "float32"
     device: str = "cpu"
-    cache_mb: int = 1024
+    cache_mb: int = 2048  # `specdec serve` has the same defaults
+    max_context: int = 2048  # tokens per session, at most the model's own context
     max_k: int = 16
     trust_remote_code: bool = False
 
 
 @dataclass(frozen=True)
 class HostedModel:
-    lm: CachedLM
+    lm: SlotLM | CachedLM
+    scheduler: BatchScheduler
     info: common_pb2.ModelInfo
 
     @classmethod
@@ -34,16 +39,36 @@ class HostedModel:
         started = time.perf_counter()
         model = load_model(spec, options.dtype, options.device, options.trust_remote_code)
         tokenizer = load_tokenizer(spec, options.trust_remote_code)
-        lm = CachedLM(model, cache_budget_bytes=options.cache_mb * 1024 * 1024)
+        context = min(options.max_context, max_context(model))
+        lm = kv_cache_for(model, options.cache_mb * 1024 * 1024, context)
         info = common_pb2.ModelInfo(
             model=spec,
             vocab_size=lm.vocab_size,
             tokenizer_fingerprint=tokenizer_fingerprint(tokenizer),
-            max_context=max_context(model),
+            max_context=context,
             max_speculative_tokens=options.max_k,
         )
         log.info("loaded %s (%s, %s) in %.1f s", spec, options.dtype, options.device, time.perf_counter() - started)
-        return cls(lm, info)
+        service_metrics.observe_layout(lm)
+        return cls(lm, BatchScheduler(lm, on_batch=service_metrics.observe_batch), info)
+
+    async def end_session(self, session_id: str) -> None:
+        await self.scheduler.call(self.lm.end_session, session_id)
+
+
+def kv_cache_for(model, budget_bytes: int, context: int) -> SlotLM | CachedLM:
+    """A slot KV cache (batched passes) where the architecture gives the same logits through it,
+    else the per-session cache, which runs sessions one after another."""
+    try:
+        lm = SlotLM(model, budget_bytes, context)
+        reason = "" if agrees_with_reference(lm) else "its logits differ from a per-session cache's"
+    except Exception as error:  # noqa: BLE001 - any failure means: not this architecture
+        reason = f"{type(error).__name__}: {error}"
+    if not reason:
+        log.info("slot KV cache: %d slots of %d tokens", lm.num_slots, context)
+        return lm
+    log.warning("no slot KV cache for %s (%s): sessions run one at a time", type(model).__name__, reason)
+    return CachedLM(model, budget_bytes)
 
 
 def configure_torch_threads(threads: int) -> None:

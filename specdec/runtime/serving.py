@@ -1,18 +1,16 @@
 """gRPC plumbing shared by the three services: server start-up and shutdown, health checking,
-reflection, message limits, channel options, and the worker that runs model calls one at a time.
+reflection, message limits and channel options (model calls run on specdec.runtime.batching's thread).
 
 Errors become statuses in one place, errors.ErrorInterceptor, installed on every server here."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -106,30 +104,6 @@ def timed(fn: Callable[..., T], *args: Any) -> tuple[T, float]:
     """fn(*args), and the seconds it took."""
     started = time.perf_counter()
     return fn(*args), time.perf_counter() - started
-
-
-class ModelWorker:
-    """Runs blocking model calls one at a time, timing each.
-
-    A call that runs only a few new tokens through the model (a decode or verify step) runs on the
-    event loop's own thread: handing it to a worker thread and back costs two thread wake-ups, which
-    a cross-process timeline of `specdec bench` on a 2-vCPU VM put at 0.35 ms per draft call and
-    0.54 ms per verify call, ~1% of an iteration. A longer one (a prefill) runs on a worker thread,
-    so health checks keep answering meanwhile.
-    """
-
-    INLINE_TOKENS = 32  # a step of k <= 16 drafts plus catch-up stays well under this
-
-    def __init__(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
-        self._lock = asyncio.Lock()  # inline and worker-thread calls share one model
-
-    async def run(self, new_tokens: int, fn: Callable[..., T], *args: Any) -> tuple[T, float]:
-        """fn(*args) and its compute seconds; `new_tokens`: how many tokens it runs through the model."""
-        async with self._lock:
-            if new_tokens <= self.INLINE_TOKENS:
-                return timed(fn, *args)
-            return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(timed, fn, *args))
 
 
 class Companion(Protocol):

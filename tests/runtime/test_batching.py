@@ -1,0 +1,147 @@
+"""specdec.runtime.batching: what is queued when the model frees up is the next pass, off the event
+loop; prefills run alone in chunks, taking turns; cancelled jobs stop; one pass at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+import torch
+
+from specdec.runtime.batching import PREFILL_CHUNK, BatchScheduler, Job
+from specdec.runtime.cached_lm import Step
+
+
+class RecordingModel:
+    """Logits [num_logits, 1] holding the step's length; records every pass; each pass takes `seconds`
+    and may wait for `gate`; fails if two passes ever overlap."""
+
+    max_batch_rows = 4
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        self.seconds = seconds
+        self.passes: list[list[Step]] = []
+        self.cached: dict[str, int] = {}
+        self.gate = threading.Event()
+        self.gate.set()
+        self._busy = threading.Lock()
+
+    def forward(self, steps: list[Step]) -> list[torch.Tensor]:
+        assert self._busy.acquire(blocking=False), "two passes at once"
+        try:
+            self.gate.wait()
+            time.sleep(self.seconds)
+            self.passes.append(steps)
+            for step in steps:
+                if step.session_id == "boom":
+                    raise RuntimeError("boom")
+                self.cached[step.session_id] = len(step.token_ids)
+            return [torch.full((step.num_logits, 1), float(len(step.token_ids))) for step in steps]
+        finally:
+            self._busy.release()
+
+    def uncached_len(self, session_id: str, token_ids: list[int]) -> int:
+        return len(token_ids) - min(self.cached.get(session_id, 0), len(token_ids))
+
+
+def decode(session_id: str, start: int, steps: int) -> Job[list[float]]:
+    """A drafter-like job: `steps` one-token steps, each extending the sequence."""
+    seen = []
+    for i in range(steps):
+        logits = yield Step(session_id, [0] * (start + i), 1)
+        seen.append(float(logits[0, 0]))
+    return seen
+
+
+def test_queued_jobs_share_passes_and_each_drops_out_after_its_own_steps():
+    model = RecordingModel()
+
+    async def main():
+        scheduler = BatchScheduler(model)
+        await scheduler.run(decode("warm", 1, 1))
+        model.gate.clear()  # hold the next pass so that everything below queues behind it
+        first = asyncio.create_task(scheduler.run(decode("a", 5, 3)))
+        await asyncio.sleep(0.05)
+        rest = [asyncio.create_task(scheduler.run(decode(s, 5, n))) for s, n in (("b", 1), ("c", 2))]
+        await asyncio.sleep(0.05)
+        model.gate.set()
+        return await first, await asyncio.gather(*rest)
+
+    (a, a_seconds), results = asyncio.run(main())
+    assert a == [5.0, 6.0, 7.0] and [r for r, _ in results] == [[5.0], [5.0, 6.0]]
+    rows = [sorted(step.session_id for step in p) for p in model.passes[1:]]
+    assert rows == [["a"], ["a", "b", "c"], ["a", "c"]]  # b leaves after one step, c after two
+    assert a_seconds >= 0
+
+
+def test_a_long_prefill_runs_alone_in_chunks_taking_turns_with_decode_batches():
+    model = RecordingModel()
+    prompt = PREFILL_CHUNK * 2 + 10
+
+    async def main():
+        scheduler = BatchScheduler(model)
+        model.gate.clear()
+        long = asyncio.create_task(scheduler.run(decode("long", prompt, 1)))
+        short = asyncio.create_task(scheduler.run(decode("short", 1, 4)))
+        await asyncio.sleep(0.05)
+        model.gate.set()
+        return await long, await short
+
+    (long, _), (short, _) = asyncio.run(main())
+    assert long == [float(prompt)] and short == [1.0, 2.0, 3.0, 4.0]
+    shapes = [[(s.session_id, len(s.token_ids), s.num_logits) for s in p] for p in model.passes]
+    prefill = [(i, row) for i, shape in enumerate(shapes) for row in shape if row[0] == "long"]
+    # Two chunks alone; the last 10 tokens are decode-sized and may share a pass.
+    assert [row for _, row in prefill] == [("long", PREFILL_CHUNK, 0), ("long", 2 * PREFILL_CHUNK, 0), ("long", prompt, 1)]
+    assert shapes[prefill[0][0]] == [prefill[0][1]] and shapes[prefill[1][0]] == [prefill[1][1]]
+    first_short = next(i for i, shape in enumerate(shapes) if ("short", 1, 1) in shape)
+    assert first_short < prefill[1][0]  # the short stream did not wait for the whole prefill
+
+
+def test_the_event_loop_answers_while_a_pass_computes():
+    model = RecordingModel(seconds=0.5)
+
+    async def main():
+        scheduler = BatchScheduler(model)
+        job = asyncio.create_task(scheduler.run(decode("a", 1, 1)))
+        await asyncio.sleep(0.01)
+        started, ticks = time.perf_counter(), 0
+        while not job.done():
+            await asyncio.sleep(0.01)
+            ticks += 1
+        return ticks, time.perf_counter() - started
+
+    ticks, seconds = asyncio.run(main())
+    assert seconds > 0.4 and ticks > 10  # the loop kept turning during the half-second pass
+
+
+def test_a_cancelled_job_stops_and_the_model_is_never_run_twice_at_once():
+    model = RecordingModel(seconds=0.05)
+
+    async def main():
+        scheduler = BatchScheduler(model)
+        doomed = asyncio.create_task(scheduler.run(decode("doomed", 1, 100)))
+        await asyncio.sleep(0.02)  # its first pass is running
+        doomed.cancel()
+        # A new job arrives while the cancelled one's pass still runs: it must wait for that pass.
+        result, _ = await scheduler.run(decode("next", 1, 2))
+        with pytest.raises(asyncio.CancelledError):
+            await doomed
+        return result
+
+    assert asyncio.run(main()) == [1.0, 2.0]
+    assert sum(step.session_id == "doomed" for p in model.passes for step in p) <= 2
+
+
+def test_a_failed_pass_fails_its_jobs_only_and_the_thread_carries_on():
+    model = RecordingModel()
+
+    async def main():
+        scheduler = BatchScheduler(model)
+        with pytest.raises(RuntimeError, match="boom"):
+            await scheduler.run(decode("boom", 1, 1))
+        return (await scheduler.run(decode("fine", 3, 1)))[0], await scheduler.call(lambda x: x * 2, 21)
+
+    assert asyncio.run(main()) == ([3.0], 42)
