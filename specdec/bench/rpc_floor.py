@@ -34,7 +34,7 @@ WORK_MS = (0.0, 6.0, 60.0)  # nothing, about a draft step, about a target step o
 
 class SleepingTarget(target_pb2_grpc.TargetServicer):
     def __init__(self) -> None:
-        self._scheduler = BatchScheduler(model=None)  # only its thread is used: call() runs no passes
+        self._scheduler = BatchScheduler(lambda: None)  # no model: call() runs on its thread, no passes
 
     async def Score(self, request: target_pb2.ScoreRequest, context: grpc.aio.ServicerContext):
         return await self._score(request)

@@ -105,11 +105,14 @@ async def _serve_role(args: argparse.Namespace) -> None:
             )
         )
     else:
-        from specdec.runtime.hosted_model import ModelOptions, configure_torch_threads
+        import torch
 
-        configure_torch_threads(args.threads)
+        from specdec.runtime.hosted_model import ModelOptions
+
+        threads = args.threads or torch.get_num_threads()
+        torch.set_num_threads(1)  # this thread's small tensor work; the model thread takes `threads` (batching.py)
         options = ModelOptions(
-            args.dtype, args.device, args.cache_mb, args.max_context, args.max_k, args.trust_remote_code
+            args.dtype, args.device, args.cache_mb, args.max_context, args.max_k, args.trust_remote_code, threads
         )
         if args.role == "draft":
             from draft_service.server import draft_server as build

@@ -11,14 +11,19 @@ of decode steps: it runs alone, PREFILL_CHUNK tokens at a time, taking turns wit
 a long prompt delays other streams by one chunk at a time, not by its whole prefill.
 
 The event loop only queues jobs and receives results: health checks, cancellations and other
-streams carry on while a batch computes. A cancelled job's steps are dropped at its next turn; a
+streams carry on while a batch computes. The model thread also loads the model, and is the only
+thread that should run torch's parallel kernels: once two threads have run them, each has an OpenMP
+pool and they slow each other down (a [8, 576] x [576, 1536] matmul on 2 cores: 74 us from one
+thread, 160-190 us from either once both had; `specdec serve` keeps its event loop's thread at one
+torch thread for that reason). A cancelled job's steps are dropped at its next turn; a
 forward already running finishes first, and the model is never used by two passes at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
+import concurrent.futures
+import math
 import queue
 import threading
 import time
@@ -31,12 +36,12 @@ import torch
 from specdec.runtime.cached_lm import Step
 from specdec.runtime.slot_lm import MAX_BATCH_NEW_TOKENS
 
-log = logging.getLogger("specdec")
-
 T = TypeVar("T")
 Job = Generator[Step, torch.Tensor, T]  # yields steps, is sent their logits, returns its result
 
 PREFILL_CHUNK = 256  # tokens per pass of a prefill: long enough to run at full speed, short enough to share
+_MAX_WAIT_FRACTION = 0.25  # of a pass: the longest wait for a stream due back (see _Regulars)
+_PASS_WEIGHT = 0.2  # of each pass in the running mean of pass time
 
 
 class BatchedModel(Protocol):
@@ -46,6 +51,8 @@ class BatchedModel(Protocol):
 
     def uncached_len(self, session_id: str, token_ids: list[int]) -> int: ...
 
+    def end_session(self, session_id: str) -> None: ...
+
 
 @dataclass(eq=False)
 class _Task(Generic[T]):
@@ -53,19 +60,28 @@ class _Task(Generic[T]):
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
     step: Step | None = None
+    session_id: str | None = None  # of its steps
     compute_seconds: float = 0.0
     done: bool = False
 
 
 class BatchScheduler:
-    def __init__(self, model: BatchedModel, on_batch: Callable[[int, float], None] | None = None) -> None:
-        self._model = model
+    def __init__(
+        self, load: Callable[[], BatchedModel], threads: int = 0,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
+        """Starts the model thread, which runs load() (with `threads` torch threads; 0 = torch's
+        default) and then serves; returns once the model is loaded, raising what load() raised."""
         self._on_batch = on_batch  # called (rows, seconds) after each pass, on the model thread
         self._inbox: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
         self._tasks: list[_Task] = []
         self._prefill_turn = False
-        self._thread = threading.Thread(target=self._serve, name="model", daemon=True)
+        self._regulars = _Regulars()
+        self._pass_seconds = 0.0  # a running mean
+        loaded: concurrent.futures.Future[BatchedModel] = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._serve, args=(load, threads, loaded), name="model", daemon=True)
         self._thread.start()
+        self.model = loaded.result()
 
     async def run(self, job: Job[T]) -> tuple[T, float]:
         """The job's result and the compute seconds of the passes it took part in."""
@@ -84,32 +100,70 @@ class BatchScheduler:
         result, _ = await self.run(job())
         return result
 
+    async def end_session(self, session_id: str) -> None:
+        """Frees the session's cache, between passes."""
+
+        def end() -> None:
+            self._regulars.forget(session_id)
+            self._model.end_session(session_id)
+
+        await self.call(end)
+
     def close(self) -> None:
         self._inbox.put(None)
         self._thread.join()
 
     # Everything below runs on the model thread.
 
-    def _serve(self) -> None:
+    def _serve(self, load: Callable[[], BatchedModel], threads: int, loaded: concurrent.futures.Future) -> None:
+        if threads > 0:
+            torch.set_num_threads(threads)  # this thread's OpenMP setting, not the process's
+        try:
+            self._model = load()
+        except BaseException as error:  # noqa: BLE001 - the constructor raises it
+            loaded.set_exception(error)
+            return
+        loaded.set_result(self._model)
         while True:
-            if not self._tasks:
-                task = self._inbox.get()  # idle: wait for work
-                if task is None:
+            if not self._tasks and not self._take(timeout=None):  # idle: wait for work
+                return
+            while (wait := self._regulars.wait_s(self._pending_sessions(), self._max_wait())) > 0:
+                if not self._take(timeout=wait):
                     return
-                self._start(task)
             while not self._inbox.empty():
-                task = self._inbox.get()
-                if task is None:
+                if not self._take(timeout=0.0):
                     return
-                self._start(task)
             self._tasks = [task for task in self._tasks if not self._dropped(task)]
             batch = self._next_batch()
             if batch:
+                self._regulars.new_pass()
                 self._run(batch)
+
+    def _take(self, timeout: float | None) -> bool:
+        """Starts the next job from the inbox, waiting up to `timeout` seconds for it (None: for
+        ever). False once the scheduler is closed."""
+        try:
+            task = self._inbox.get_nowait() if timeout == 0.0 else self._inbox.get(timeout=timeout)
+        except queue.Empty:
+            self._regulars.new_pass()  # whoever is not back yet is not waited for again
+            return True
+        if task is None:
+            return False
+        self._start(task)
+        return True
+
+    def _pending_sessions(self) -> set[str]:
+        return {task.step.session_id for task in self._tasks if task.step is not None}
+
+    def _max_wait(self) -> float:
+        return _MAX_WAIT_FRACTION * self._pass_seconds
 
     def _start(self, task: _Task) -> None:
         self._tasks.append(task)
         self._advance(task, None)
+        if task.step is not None:
+            task.session_id = task.step.session_id
+            self._regulars.arrived(task.session_id)
 
     def _dropped(self, task: _Task) -> bool:
         if task.done:
@@ -149,6 +203,7 @@ class BatchScheduler:
                 self._finish(task, error=error)
             return
         seconds = time.perf_counter() - started
+        self._pass_seconds += _PASS_WEIGHT * (seconds - self._pass_seconds)
         if self._on_batch is not None:
             self._on_batch(len(batch), seconds)
         for (task, step), rows in zip(batch, logits):
@@ -166,6 +221,8 @@ class BatchScheduler:
 
     def _finish(self, task: _Task, *, result: Any = None, error: BaseException | None = None) -> None:
         task.done, task.step = True, None
+        if task.session_id is not None:
+            self._regulars.answered(task.session_id)
         outcome = (result, task.compute_seconds)
 
         def resolve() -> None:
@@ -177,6 +234,50 @@ class BatchScheduler:
                 task.future.set_result(outcome)
 
         task.loop.call_soon_threadsafe(resolve)
+
+
+class _Regulars:
+    """Streams that come straight back, and how soon.
+
+    A stream decoding without drafts sends its next step one RPC round trip after its reply. If the
+    model started the next pass the moment it was free, the first stream back would run alone while
+    the rest queue behind it, and the streams would settle into two alternating passes of half the
+    rows each, each pass costing nearly a full one (8 streams: 4.3 rows per pass). So the sessions
+    the last pass answered that usually return within a quarter of a pass are waited for, up to
+    their usual return time. A lone stream never waits (it is the one that returned), nor does a
+    stream that drafts between its steps (it returns later than that), nor one that went away (it
+    is waited for once).
+    """
+
+    def __init__(self) -> None:
+        self._gaps: dict[str, float] = {}  # session -> seconds from a reply to its next step, a running mean
+        self._answered: dict[str, float] = {}  # sessions the last pass answered -> when
+
+    def answered(self, session_id: str) -> None:
+        self._answered[session_id] = time.perf_counter()
+
+    def arrived(self, session_id: str) -> None:
+        at = self._answered.pop(session_id, None)
+        if at is not None:
+            gap = time.perf_counter() - at
+            self._gaps[session_id] = 0.5 * (self._gaps.get(session_id, gap) + gap)
+
+    def wait_s(self, pending: set[str], max_wait: float) -> float:
+        """How long to wait for the regulars not back yet (<= 0: none to wait for)."""
+        now = time.perf_counter()
+        due = [
+            at + min(1.5 * self._gaps[s] + 0.001, max_wait)
+            for s, at in self._answered.items()
+            if s not in pending and self._gaps.get(s, math.inf) <= max_wait
+        ]
+        return max(due, default=now) - now
+
+    def new_pass(self) -> None:
+        self._answered.clear()
+
+    def forget(self, session_id: str) -> None:
+        self._gaps.pop(session_id, None)
+        self._answered.pop(session_id, None)
 
 
 def _prefill_chunk(step: Step, uncached: int) -> Step:

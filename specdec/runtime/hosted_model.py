@@ -6,8 +6,6 @@ import logging
 import time
 from dataclasses import dataclass
 
-import torch
-
 from specdec.runtime import service_metrics
 from specdec.runtime.batching import BatchScheduler
 from specdec.runtime.cached_lm import CachedLM
@@ -26,6 +24,7 @@ class ModelOptions:
     max_context: int = 2048  # tokens per session, at most the model's own context
     max_k: int = 16
     trust_remote_code: bool = False
+    threads: int = 0  # torch threads of the model thread (0 = torch's default)
 
 
 @dataclass(frozen=True)
@@ -37,10 +36,15 @@ class HostedModel:
     @classmethod
     def load(cls, spec: str, options: ModelOptions) -> HostedModel:
         started = time.perf_counter()
-        model = load_model(spec, options.dtype, options.device, options.trust_remote_code)
+
+        def load_lm() -> SlotLM | CachedLM:  # on the model thread, which runs all the model's work
+            model = load_model(spec, options.dtype, options.device, options.trust_remote_code)
+            return kv_cache_for(model, options.cache_mb * 1024 * 1024, min(options.max_context, max_context(model)))
+
+        scheduler = BatchScheduler(load_lm, options.threads, on_batch=service_metrics.observe_batch)
+        lm = scheduler.model
         tokenizer = load_tokenizer(spec, options.trust_remote_code)
-        context = min(options.max_context, max_context(model))
-        lm = kv_cache_for(model, options.cache_mb * 1024 * 1024, context)
+        context = min(options.max_context, max_context(lm.model))
         info = common_pb2.ModelInfo(
             model=spec,
             vocab_size=lm.vocab_size,
@@ -50,10 +54,10 @@ class HostedModel:
         )
         log.info("loaded %s (%s, %s) in %.1f s", spec, options.dtype, options.device, time.perf_counter() - started)
         service_metrics.observe_layout(lm)
-        return cls(lm, BatchScheduler(lm, on_batch=service_metrics.observe_batch), info)
+        return cls(lm, scheduler, info)
 
     async def end_session(self, session_id: str) -> None:
-        await self.scheduler.call(self.lm.end_session, session_id)
+        await self.scheduler.end_session(session_id)
 
 
 def kv_cache_for(model, budget_bytes: int, context: int) -> SlotLM | CachedLM:
@@ -69,8 +73,3 @@ def kv_cache_for(model, budget_bytes: int, context: int) -> SlotLM | CachedLM:
         return lm
     log.warning("no slot KV cache for %s (%s): sessions run one at a time", type(model).__name__, reason)
     return CachedLM(model, budget_bytes)
-
-
-def configure_torch_threads(threads: int) -> None:
-    if threads > 0:
-        torch.set_num_threads(threads)

@@ -59,7 +59,7 @@ def test_queued_jobs_share_passes_and_each_drops_out_after_its_own_steps():
     model = RecordingModel()
 
     async def main():
-        scheduler = BatchScheduler(model)
+        scheduler = BatchScheduler(lambda: model)
         await scheduler.run(decode("warm", 1, 1))
         model.gate.clear()  # hold the next pass so that everything below queues behind it
         first = asyncio.create_task(scheduler.run(decode("a", 5, 3)))
@@ -81,7 +81,7 @@ def test_a_long_prefill_runs_alone_in_chunks_taking_turns_with_decode_batches():
     prompt = PREFILL_CHUNK * 2 + 10
 
     async def main():
-        scheduler = BatchScheduler(model)
+        scheduler = BatchScheduler(lambda: model)
         model.gate.clear()
         long = asyncio.create_task(scheduler.run(decode("long", prompt, 1)))
         short = asyncio.create_task(scheduler.run(decode("short", 1, 4)))
@@ -104,7 +104,7 @@ def test_the_event_loop_answers_while_a_pass_computes():
     model = RecordingModel(seconds=0.5)
 
     async def main():
-        scheduler = BatchScheduler(model)
+        scheduler = BatchScheduler(lambda: model)
         job = asyncio.create_task(scheduler.run(decode("a", 1, 1)))
         await asyncio.sleep(0.01)
         started, ticks = time.perf_counter(), 0
@@ -121,7 +121,7 @@ def test_a_cancelled_job_stops_and_the_model_is_never_run_twice_at_once():
     model = RecordingModel(seconds=0.05)
 
     async def main():
-        scheduler = BatchScheduler(model)
+        scheduler = BatchScheduler(lambda: model)
         doomed = asyncio.create_task(scheduler.run(decode("doomed", 1, 100)))
         await asyncio.sleep(0.02)  # its first pass is running
         doomed.cancel()
@@ -139,7 +139,7 @@ def test_a_failed_pass_fails_its_jobs_only_and_the_thread_carries_on():
     model = RecordingModel()
 
     async def main():
-        scheduler = BatchScheduler(model)
+        scheduler = BatchScheduler(lambda: model)
         with pytest.raises(RuntimeError, match="boom"):
             await scheduler.run(decode("boom", 1, 1))
         return (await scheduler.run(decode("fine", 3, 1)))[0], await scheduler.call(lambda x: x * 2, 21)
