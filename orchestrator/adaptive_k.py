@@ -6,7 +6,10 @@ the k in 0..max_k that maximises E(k) / (draft_seconds(k) + target_seconds(k)), 
 estimates:
 
 - costs, shared by all requests: seconds per draft call and per target call at each k (on a GPU
-  the target's cost is nearly flat in k; on a CPU it rises measurably with the block);
+  the target's cost is nearly flat in k; on a CPU it rises measurably with the block), as the
+  stream waits for them, kept per load (streams running at once, see CostsByLoad): the services
+  batch all streams' steps, so under load a draft token costs more and k falls, to plain decoding
+  where drafting stops paying, and rises again as load falls;
 - acceptance, shared by all requests with the same drafter, per draft position j: a_j, the chance
   that draft j is accepted once drafts 1..j-1 were. Acceptance is not the paper's i.i.d. alpha
   (a draft that got one token right is likelier to get the next), so E(k) = 1 + sum over j <= k
@@ -26,7 +29,7 @@ against the model's k drafts, and takes whichever promises more tokens per secon
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import NamedTuple
 
 from specdec.runtime.ngram import MAX_NGRAM
@@ -139,24 +142,58 @@ class AcceptanceRates:
         return rates
 
 
-class DrafterStats:
-    """What one drafter's calls cost and how often its drafts are accepted, across requests."""
+def load_bucket(streams: int) -> int:
+    """Streams generating at once, rounded up to a power of two: 1, 2, 3-4, 5-8, 9-16, ..."""
+    return max(streams - 1, 0).bit_length()
 
-    def __init__(self, max_k: int) -> None:
-        self.draft = CallCost()
+
+class CostsByLoad:
+    """A CallCost per load bucket.
+
+    The services batch every stream's step into shared passes, so what a call costs, and above all
+    what each draft adds to it, depends on how many streams run: on the dev VM one pass of 8 rows
+    costs 2.0 single steps with one new token per row and 3.7 with three, so at 8 streams a draft
+    token costs nearly what a committed one does, where alone it costs ~10% of a step. Each load
+    keeps its own costs, measured there (probes included), so k shrinks as load grows and comes
+    back as it falls, each bucket remembering what k cost at that load.
+    """
+
+    def __init__(self, load: Callable[[], int]) -> None:
+        self._load = load
+        self._costs: dict[int, CallCost] = {}
+
+    @property
+    def now(self) -> CallCost:
+        return self._costs.setdefault(load_bucket(self._load()), CallCost())
+
+
+class DrafterStats:
+    """What one drafter's calls cost (at each load) and how often its drafts are accepted, across requests."""
+
+    def __init__(self, max_k: int, load: Callable[[], int]) -> None:
+        self._draft = CostsByLoad(load)
         self.acceptance = AcceptanceRates(max_k)
+
+    @property
+    def draft(self) -> CallCost:
+        return self._draft.now
 
 
 class CostModel:
-    """Shared by all requests of one orchestrator."""
+    """Shared by all requests of one orchestrator; `load` says how many streams it runs now."""
 
-    def __init__(self, max_k: int = 64) -> None:
-        self.target = CallCost()
+    def __init__(self, max_k: int = 64, load: Callable[[], int] = lambda: 1) -> None:
+        self._target = CostsByLoad(load)
+        self._load = load
         self._max_k = max_k
         self.drafters: dict[Hashable, DrafterStats] = {}
 
+    @property
+    def target(self) -> CallCost:
+        return self._target.now
+
     def drafter(self, key: Hashable) -> DrafterStats:
-        return self.drafters.setdefault(key, DrafterStats(self._max_k))
+        return self.drafters.setdefault(key, DrafterStats(self._max_k, self._load))
 
 
 class Plan(NamedTuple):

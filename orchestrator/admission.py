@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator
 from orchestrator import metrics
 from specdec.runtime.errors import ResourceExhausted
 
-# Defaults: the services run one model call at a time today, so more streams only interleave.
+# Defaults: the services batch up to their cache's slots per pass (21 at the default --cache-mb for
+# the default target); beyond that, streams take turns.
 DEFAULT_MAX_RUNNING = 32
 DEFAULT_MAX_WAITING = 128
 
@@ -27,6 +28,7 @@ class Admission:
         self._max_waiting = max_waiting
         self._places = asyncio.Semaphore(max_running)
         self._waiting = 0
+        self.running = 0  # streams generating now: the load adaptive k learns its costs at
 
     @contextlib.asynccontextmanager
     async def place(self) -> AsyncIterator[None]:
@@ -43,9 +45,11 @@ class Admission:
         finally:
             self._waiting -= 1
             metrics.REQUESTS_WAITING.set(self._waiting)
-        metrics.REQUESTS_RUNNING.inc()
+        self.running += 1
+        metrics.REQUESTS_RUNNING.set(self.running)
         try:
             yield
         finally:
-            metrics.REQUESTS_RUNNING.dec()
+            self.running -= 1
+            metrics.REQUESTS_RUNNING.set(self.running)
             self._places.release()

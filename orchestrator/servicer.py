@@ -54,9 +54,9 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         self._max_adaptive_k = max_adaptive_k
         self._default_max_new_tokens = default_max_new_tokens
         self._defaults: ServerDefaults | None = None
-        # Draft/target call costs and acceptance, learnt across requests for adaptive k (which never
-        # drafts more than max_adaptive_k, so no position past it is tracked).
-        self._costs = CostModel(max_k=max_adaptive_k)
+        # Draft/target call costs (at each load) and acceptance, learnt across requests for adaptive
+        # k (which never drafts more than max_adaptive_k, so no position past it is tracked).
+        self._costs = CostModel(max_k=max_adaptive_k, load=lambda: admission.running)
         self._draft_guard = DraftGuard(ceiling_s=draft.timeout_s)
 
     async def connect(self) -> None:

@@ -182,3 +182,29 @@ def test_without_a_drafter_only_plain_decoding_or_a_lookup_is_chosen():
     # A long match looks worth verifying (optimistic rates, a flat target cost), and needs no draft call.
     plan = adaptive.choose(limit=8, match_n=3, match_len=4, drafter=False)
     assert plan.lookup_n == 3 and plan.k >= 1
+
+
+def test_k_falls_to_plain_decoding_under_load_and_comes_back_as_load_falls():
+    """The dev VM's batched costs: alone a verify of k drafts costs 1 + 0.1 k steps and a draft token
+    0.1 of a step; among 8 streams a pass costs 2 + 0.85 k single steps, a draft token 0.3."""
+    streams = [1]
+    model = CostModel(max_k=8, load=lambda: streams[0])
+    target = {1: lambda k: 0.035 * (1 + 0.1 * k), 8: lambda k: 0.035 * (2 + 0.85 * k)}
+    draft = {1: lambda k: 0.0035 * k, 8: lambda k: 0.0105 * k}
+    chooser = AdaptiveK(model, "model", max_k=8)
+
+    def run(iterations: int) -> list[int]:
+        ks = []
+        for i in range(iterations):  # the first draft is right 2 times in 5, the second never
+            k = chooser.choose(limit=100).k
+            load = streams[0]
+            chooser.observe(k, k, int(k > 0 and i % 5 < 2), draft[load](k), target[load](k))
+            ks.append(k)
+        return ks
+
+    run(100)
+    assert chooser.choose(limit=100).k == 1  # alone: 1.4 tokens for 1.2 steps
+    streams[0] = 8
+    assert run(100)[-20:] == [0] * 20  # among 8: 1.4 tokens for 3.15 of a pass's 2 steps; plain wins
+    streams[0] = 1
+    assert run(10) == [1] * 10  # alone again: the costs measured alone still hold
