@@ -76,6 +76,7 @@ class BatchScheduler:
         self._inbox: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
         self._tasks: list[_Task] = []
         self._prefill_turn = False
+        self._put_off: set[_Task] = set()  # steps left out of the last pass for their width
         self._regulars = _Regulars()
         self._pass_seconds = 0.0  # a running mean
         loaded: concurrent.futures.Future[BatchedModel] = concurrent.futures.Future()
@@ -175,8 +176,9 @@ class BatchScheduler:
 
     def _next_batch(self) -> list[tuple[_Task, Step]]:
         """The next pass: one prefill chunk alone, or the pending decode-sized steps of up to
-        max_batch_rows sessions (each session's oldest), prefills and batches taking turns."""
-        small: list[tuple[_Task, Step]] = []
+        max_batch_rows sessions (each session's oldest) of similar width, prefills and batches taking
+        turns."""
+        small: list[tuple[_Task, Step, int]] = []
         large: list[tuple[_Task, Step]] = []
         sessions: set[str] = set()
         for task in self._tasks:
@@ -188,11 +190,25 @@ class BatchScheduler:
             if uncached > MAX_BATCH_NEW_TOKENS:
                 large.append((task, _prefill_chunk(step, uncached)))
             elif len(small) < self._model.max_batch_rows:
-                small.append((task, step))
+                small.append((task, step, max(uncached, step.num_logits)))
         self._prefill_turn = not self._prefill_turn
         if large and (self._prefill_turn or not small):
             return large[:1]
-        return small
+        return self._similar_widths(small)
+
+    def _similar_widths(self, steps: list[tuple[_Task, Step, int]]) -> list[tuple[_Task, Step]]:
+        """The steps within a band of widths around an anchor: the widest step put off last time,
+        else the narrowest. A pass pads every row to its widest, so a verify block four times wider
+        than the plain decode steps beside it would make them all cost four tokens: then a stream's
+        drafts look free to the stream that sends them, while the others pay. Apart, each stream's
+        drafts cost its own passes, and adaptive k sees it. A step put off anchors the next pass."""
+        if not steps:
+            return []
+        put_off = [width for task, _, width in steps if task in self._put_off]
+        anchor = max(put_off) if put_off else min(width for _, _, width in steps)
+        band = [(task, step) for task, step, width in steps if anchor // 2 <= width <= 2 * anchor + 1]
+        self._put_off = {task for task, _, _ in steps} - {task for task, _ in band}
+        return band
 
     def _run(self, batch: list[tuple[_Task, Step]]) -> None:
         started = time.perf_counter()

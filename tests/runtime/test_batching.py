@@ -64,16 +64,44 @@ def test_queued_jobs_share_passes_and_each_drops_out_after_its_own_steps():
         model.gate.clear()  # hold the next pass so that everything below queues behind it
         first = asyncio.create_task(scheduler.run(decode("a", 5, 3)))
         await asyncio.sleep(0.05)
-        rest = [asyncio.create_task(scheduler.run(decode(s, 5, n))) for s, n in (("b", 1), ("c", 2))]
+        rest = [asyncio.create_task(scheduler.run(decode(s, 1, n))) for s, n in (("b", 1), ("c", 2))]
         await asyncio.sleep(0.05)
         model.gate.set()
         return await first, await asyncio.gather(*rest)
 
     (a, a_seconds), results = asyncio.run(main())
-    assert a == [5.0, 6.0, 7.0] and [r for r, _ in results] == [[5.0], [5.0, 6.0]]
+    assert a == [5.0, 6.0, 7.0] and [r for r, _ in results] == [[1.0], [1.0, 2.0]]
     rows = [sorted(step.session_id for step in p) for p in model.passes[1:]]
     assert rows == [["a"], ["a", "b", "c"], ["a", "c"]]  # b leaves after one step, c after two
     assert a_seconds >= 0
+
+
+def test_a_step_much_wider_than_the_others_waits_for_a_pass_of_its_own_kind():
+    model = RecordingModel()
+
+    def verify(session_id: str, start: int, width: int) -> Job[float]:
+        logits = yield Step(session_id, [0] * (start + width), width)
+        return float(logits[0, 0])
+
+    async def main():
+        scheduler = BatchScheduler(lambda: model)
+        for session_id in "abc":  # cache 10 tokens of each session
+            await scheduler.run(decode(session_id, 10, 1))
+        model.gate.clear()
+        await_first = asyncio.create_task(scheduler.run(decode("a", 11, 1)))
+        await asyncio.sleep(0.05)
+        jobs = [scheduler.run(decode("b", 11, 2)), scheduler.run(verify("c", 10, 7))]
+        tasks = [asyncio.create_task(job) for job in jobs]
+        await asyncio.sleep(0.05)
+        model.gate.set()
+        await await_first
+        await asyncio.gather(*tasks)
+
+    asyncio.run(main())
+    passes = [[(s.session_id, len(s.token_ids)) for s in p] for p in model.passes[3:]]
+    # c's 7-token block is put off while b decodes, then anchors a pass (b's next 1-token step, in
+    # the band of 3 to 15 tokens, is not in it).
+    assert passes == [[("a", 11)], [("b", 11)], [("c", 17)], [("b", 12)]]
 
 
 def test_a_long_prefill_runs_alone_in_chunks_taking_turns_with_decode_batches():
