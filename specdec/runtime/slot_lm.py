@@ -122,9 +122,6 @@ class SlotLM:
             input_ids[b, : new[b]] = torch.tensor(step.token_ids[r:], dtype=torch.long)
         write_positions = torch.tensor(reuse)[:, None] + torch.arange(width)  # [B, S]
         kv_length = int(write_positions.max()) + 1
-        allowed = torch.arange(kv_length)[None, None, :] <= write_positions[:, :, None]  # [B, S, kv_length]
-        dtype = self.keys[0].dtype
-        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
         for session in sessions:
             self._zero_ahead(session.slot, kv_length)
         slots = torch.tensor([session.slot for session in sessions], device=self.device)
@@ -135,7 +132,9 @@ class SlotLM:
         first_wanted = min((lo for lo, hi in wanted if hi > lo), default=width - 1)
         keep = {"logits_to_keep": width - first_wanted} if self._keeps_logits else {}
         # One row of one token sees every key it reads: no mask lets attention take its fastest path.
-        mask = None if mask.shape[0] * mask.shape[2] == 1 else mask.to(self.device)
+        mask = None
+        if write_positions.numel() > 1:
+            mask = _causal_mask(write_positions, kv_length, self.keys[0].dtype).to(self.device)
         output = self.model(
             input_ids=input_ids.to(self.device), attention_mask=mask,
             # Clamped for padding only (learned position tables end at the model's context).
@@ -198,6 +197,12 @@ class SlotLM:
             session = _Session(heapq.heappop(self._free), [])
         self._sessions[session_id] = session
         return session
+
+
+def _causal_mask(write_positions: torch.Tensor, kv_length: int, dtype: torch.dtype) -> torch.Tensor:
+    """[B, 1, S, kv_length] additive: row b's query at position p sees its slot's keys 0..p."""
+    allowed = torch.arange(kv_length)[None, None, :] <= write_positions[:, :, None]
+    return torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
 
 
 def agrees_with_reference(lm: SlotLM, tolerance: float = 1e-3) -> bool:
