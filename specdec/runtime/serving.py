@@ -52,7 +52,8 @@ CHANNEL_OPTIONS = _MESSAGE_OPTIONS + [
 ]
 # What servers accept from such clients: pings every 10 s, even between calls.
 _KEEPALIVE_POLICY = [
-    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+    # C-core's GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS: the key has no "recv" in it.
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
 ]
 
