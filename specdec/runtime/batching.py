@@ -73,7 +73,7 @@ class BatchScheduler:
         """Starts the model thread, which runs load() (with `threads` torch threads; 0 = torch's
         default) and then serves; returns once the model is loaded, raising what load() raised."""
         self._on_batch = on_batch  # called (rows, seconds) after each pass, on the model thread
-        self._inbox: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[_Task] = queue.SimpleQueue()
         self._tasks: list[_Task] = []
         self._prefill_turn = False
         self._put_off: set[_Task] = set()  # steps left out of the last pass for their width
@@ -82,7 +82,11 @@ class BatchScheduler:
         loaded: concurrent.futures.Future[BatchedModel] = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._serve, args=(load, threads, loaded), name="model", daemon=True)
         self._thread.start()
-        self.model = loaded.result()
+        loaded.result()
+
+    @property
+    def model(self) -> BatchedModel:
+        return self._model
 
     async def run(self, job: Job[T]) -> tuple[T, float]:
         """The job's result and the compute seconds of the passes it took part in."""
@@ -110,10 +114,6 @@ class BatchScheduler:
 
         await self.call(end)
 
-    def close(self) -> None:
-        self._inbox.put(None)
-        self._thread.join()
-
     # Everything below runs on the model thread.
 
     def _serve(self, load: Callable[[], BatchedModel], threads: int, loaded: concurrent.futures.Future) -> None:
@@ -125,33 +125,27 @@ class BatchScheduler:
             loaded.set_exception(error)
             return
         loaded.set_result(self._model)
-        while True:
-            if not self._tasks and not self._take(timeout=None):  # idle: wait for work
-                return
+        while True:  # the thread is a daemon: it ends with the process
+            if not self._tasks:
+                self._take(timeout=None)  # idle: wait for work
             while (wait := self._regulars.wait_s(self._pending_sessions(), self._max_wait())) > 0:
-                if not self._take(timeout=wait):
-                    return
+                self._take(timeout=wait)
             while not self._inbox.empty():
-                if not self._take(timeout=0.0):
-                    return
+                self._take(timeout=0.0)
             self._tasks = [task for task in self._tasks if not self._dropped(task)]
             batch = self._next_batch()
             if batch:
                 self._regulars.new_pass()
                 self._run(batch)
 
-    def _take(self, timeout: float | None) -> bool:
-        """Starts the next job from the inbox, waiting up to `timeout` seconds for it (None: for
-        ever). False once the scheduler is closed."""
+    def _take(self, timeout: float | None) -> None:
+        """Starts the next job from the inbox, waiting up to `timeout` seconds for it (None: for ever)."""
         try:
             task = self._inbox.get_nowait() if timeout == 0.0 else self._inbox.get(timeout=timeout)
         except queue.Empty:
             self._regulars.new_pass()  # whoever is not back yet is not waited for again
-            return True
-        if task is None:
-            return False
+            return
         self._start(task)
-        return True
 
     def _pending_sessions(self) -> set[str]:
         return {task.step.session_id for task in self._tasks if task.step is not None}
