@@ -5,8 +5,9 @@
 - Greedy speculative acceptance for k: with greedy drafting, a block drafted at position i keeps
   the drafts up to the first disagreement, so the per-position agreements above give each block's
   accepted count exactly (capped at k); the target then adds one token (correction or bonus).
-- c: one draft decode step over one target decode step, both through CachedLM (what the services
-  run), with a KV cache of a ~100-token context, interleaved so machine drift hits both alike.
+- c: one draft decode step over one target decode step, both through the KV cache the services run
+  (hosted_model.kv_cache_for: the slot cache where the architecture allows), with a ~100-token
+  context, interleaved so machine drift hits both alike.
 
     python -m specdec.distill.eval --draft DIR [--target default] [--prompts dev.jsonl]
 """
@@ -21,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from specdec.runtime.cached_lm import CachedLM
+from specdec.runtime.hosted_model import ModelOptions, kv_cache_for
+from specdec.runtime.models import max_context
 
 
 @torch.inference_mode()
@@ -63,7 +65,10 @@ def speculative_greedy(matches: list[bool], k: int) -> tuple[int, int, int]:
 @torch.inference_mode()
 def step_costs(target, draft, context: list[int], steps: int = 40) -> tuple[float, float]:
     """Median seconds of one decode step with a warm KV cache: (draft, target), interleaved."""
-    lms = {"draft": CachedLM(draft, 1 << 30), "target": CachedLM(target, 1 << 30)}
+    lms = {
+        name: kv_cache_for(model, 1 << 30, min(ModelOptions.max_context, max_context(model)))
+        for name, model in (("draft", draft), ("target", target))
+    }
     times = {"draft": [], "target": []}
     for name, lm in lms.items():
         lm.logits("s", context, 1)

@@ -9,9 +9,10 @@ from prometheus_client import Gauge, Histogram
 from specdec.runtime.cached_lm import CachedLM
 from specdec.runtime.slot_lm import SlotLM
 
+_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 MODEL_CALL_SECONDS = Histogram(
     "specdec_model_call_seconds", "Model compute time of one Propose or Score step (RPC not included)", ["method"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    buckets=_SECONDS,
 )
 ACTIVE_SESSIONS = Gauge("specdec_active_sessions", "Sessions held in the KV cache")
 CACHE_BYTES = Gauge("specdec_kv_cache_bytes", "Bytes of keys and values held in the KV cache")
@@ -23,7 +24,7 @@ BATCH_ROWS = Histogram(
     "specdec_batch_rows", "Sessions' steps per forward pass", buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
 )
 BATCH_SECONDS = Histogram(
-    "specdec_batch_seconds", "Compute time of one forward pass", buckets=MODEL_CALL_SECONDS._upper_bounds[:-1]
+    "specdec_batch_seconds", "Compute time of one forward pass", buckets=_SECONDS
 )
 
 
