@@ -26,15 +26,17 @@ def start_service_on(port: int, role: str, *args: str) -> tuple[subprocess.Popen
 class Stack(LocalStack):
     def __init__(
         self, target_model: str, draft_model: str = "", *orchestrator_args: str, metrics: bool = False, threads: int = 0,
-        target_replicas: int = 1, draft_replicas: int = 1, tls: TlsFiles | None = None,
+        target_replicas: int = 1, draft_replicas: int = 1, tls: TlsFiles | None = None, dtype: str = "float32",
     ) -> None:
-        """threads: torch threads per model service; 1 suits tiny models (no thread contention)."""
+        """threads: torch threads per model service; 1 suits tiny models (no thread contention).
+        dtype: draft and target precision; float32 by default, which the tests' references are computed at
+        (`auto` would pick by timing this machine)."""
         spec = StackSpec(
             target_model=target_model,
             draft_model=draft_model,
             ports={role: free_port() for role in ROLES},
             metrics_ports={role: free_port() if metrics else 0 for role in ROLES},
-            model_flags=("--threads", str(threads)),
+            model_flags=("--threads", str(threads), "--dtype", dtype),
             orchestrator_flags=orchestrator_args,
             replicas={"target": target_replicas, "draft": draft_replicas},
             tls=tls,

@@ -9,7 +9,7 @@ import logging
 from orchestrator.admission import DEFAULT_MAX_RUNNING, DEFAULT_MAX_WAITING
 from specdec.cli.launcher import DEFAULT_PORTS, METRICS_PORT, die_with_parent
 from specdec.default_models import DEFAULT_MODEL
-from specdec.runtime import tls
+from specdec.runtime import precision_names, tls
 
 
 def add_parser(commands) -> None:
@@ -51,7 +51,10 @@ def add_parser(commands) -> None:
             parser.add_argument("--model", default=DEFAULT_MODEL if role == "target" else "",
                                 help="HF id, directory, .gguf file, 'default' or 'default-draft'"
                                 + (" ('' = n-gram only)" if role == "draft" else ""))
-            parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+            parser.add_argument("--dtype", default="auto", choices=precision_names.CHOICES,
+                                help="float dtypes, or int8/int4 weights with bfloat16 activations (CPU); auto picks "
+                                     "the fastest with a small quality cost for the device and says which (README, "
+                                     "\"Precision\")")
             parser.add_argument("--device", default="cpu")
             parser.add_argument("--max-k", type=int, default=16, help="largest k a call may ask for")
             parser.add_argument("--cache-mb", type=int, default=2048,

@@ -12,6 +12,7 @@ from pathlib import Path
 from orchestrator.admission import DEFAULT_MAX_RUNNING, DEFAULT_MAX_WAITING
 from specdec.cli.launcher import DEFAULT_PORTS, METRICS_PORT, LocalStack, ServiceFailed, StackSpec
 from specdec.default_models import DEFAULT_DRAFT, DEFAULT_MODEL, prepare_if_named
+from specdec.runtime import precision_names
 from specdec.runtime.tls import write_stack_certificates
 
 
@@ -38,7 +39,8 @@ def add_parser(commands) -> None:
     up.add_argument("--draft-replicas", type=int, default=1,
                     help="draft processes; the first on --draft-port, the others on free ports")
     up.add_argument("--default-k", type=int, default=0, help="0 = adaptive")
-    up.add_argument("--dtype", default="float32")
+    up.add_argument("--dtype", default="auto", choices=precision_names.CHOICES,
+                    help="draft and target precision; auto picks for the device (README, \"Precision\")")
     up.add_argument("--device", default="cpu")
     up.set_defaults(func=_up)
 

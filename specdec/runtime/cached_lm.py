@@ -36,7 +36,7 @@ class CachedLM:
     def __init__(self, model: PreTrainedModel, cache_budget_bytes: int) -> None:
         self.model = model
         self.device = next(model.parameters()).device
-        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        self.vocab_size = int(model.get_output_embeddings().out_features)
         self.cache_budget_bytes = cache_budget_bytes
         self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
         self._sessions: OrderedDict[str, _Session] = OrderedDict()

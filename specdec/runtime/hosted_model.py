@@ -6,7 +6,9 @@ import logging
 import time
 from dataclasses import dataclass
 
-from specdec.runtime import service_metrics
+import torch
+
+from specdec.runtime import precision, service_metrics
 from specdec.runtime.batching import BatchScheduler
 from specdec.runtime.cached_lm import CachedLM
 from specdec.runtime.models import load_model, load_tokenizer, max_context, tokenizer_fingerprint
@@ -18,7 +20,7 @@ log = logging.getLogger("specdec")
 
 @dataclass(frozen=True)
 class ModelOptions:
-    dtype: str = "float32"
+    precision: str = "auto"  # one of precision.CHOICES
     device: str = "cpu"
     cache_mb: int = 2048  # `specdec serve` has the same defaults
     max_context: int = 2048  # tokens per session, at most the model's own context
@@ -37,12 +39,16 @@ class HostedModel:
     def load(cls, spec: str, options: ModelOptions) -> HostedModel:
         started = time.perf_counter()
 
+        picked: list[precision.Precision] = []
+
         def load_lm() -> SlotLM | CachedLM:  # on the model thread, which runs all the model's work
-            model = load_model(spec, options.dtype, options.device, options.trust_remote_code)
+            model = load_model(spec, "float32", "cpu", options.trust_remote_code)
+            picked.append(precision.resolve(options.precision, model, options.device))
+            model = precision.apply(model, picked[0]).to(options.device)
             return kv_cache_for(model, options.cache_mb * 1024 * 1024, min(options.max_context, max_context(model)))
 
         scheduler = BatchScheduler(load_lm, options.threads, on_batch=service_metrics.observe_batch)
-        lm = scheduler.model
+        lm, served = scheduler.model, picked[0]
         tokenizer = load_tokenizer(spec, options.trust_remote_code)
         context = min(options.max_context, max_context(lm.model))
         info = common_pb2.ModelInfo(
@@ -51,8 +57,10 @@ class HostedModel:
             tokenizer_fingerprint=tokenizer_fingerprint(tokenizer),
             max_context=context,
             max_speculative_tokens=options.max_k,
+            precision=served.name,
         )
-        log.info("loaded %s (%s, %s) in %.1f s", spec, options.dtype, options.device, time.perf_counter() - started)
+        log.info("loaded %s at %s on %s in %.1f s", spec, served.describe(), options.device,
+                 time.perf_counter() - started)
         service_metrics.observe_layout(lm)
         return cls(lm, scheduler, info)
 
@@ -65,7 +73,8 @@ def kv_cache_for(model, budget_bytes: int, context: int) -> SlotLM | CachedLM:
     else the per-session cache, which runs sessions one after another."""
     try:
         lm = SlotLM(model, budget_bytes, context)
-        reason = "" if agrees_with_reference(lm) else "its logits differ from a per-session cache's"
+        tolerance = max(1e-3, 10 * torch.finfo(lm.keys[0].dtype).eps)  # what the served dtype can resolve
+        reason = "" if agrees_with_reference(lm, tolerance) else "its logits differ from a per-session cache's"
     except Exception as error:  # noqa: BLE001 - any failure means: not this architecture
         reason = f"{type(error).__name__}: {error}"
     if not reason:

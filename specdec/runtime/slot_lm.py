@@ -67,7 +67,7 @@ class SlotLM:
     def __init__(self, model: PreTrainedModel, cache_budget_bytes: int, capacity: int) -> None:
         self.model = model
         self.device = next(model.parameters()).device
-        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        self.vocab_size = int(model.get_output_embeddings().out_features)
         self.capacity = capacity  # tokens per session
         self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
         # The per-layer key/value shapes, as the model itself lays them out.
