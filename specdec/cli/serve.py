@@ -51,10 +51,11 @@ def add_parser(commands) -> None:
             parser.add_argument("--model", default=DEFAULT_MODEL if role == "target" else "",
                                 help="HF id, directory, .gguf file, 'default' or 'default-draft'"
                                 + (" ('' = n-gram only)" if role == "draft" else ""))
-            parser.add_argument("--dtype", default="auto", choices=precision_names.CHOICES,
-                                help="float dtypes, or int8/int4 weights with bfloat16 activations (CPU); auto picks "
-                                     "the fastest with a small quality cost for the device and says which (README, "
-                                     "\"Precision\")")
+            parser.add_argument("--dtype", default="float32", choices=precision_names.CHOICES,
+                                help="float32 (greedy speculative output is exactly plain greedy's), bfloat16, "
+                                     "float16, or int8/int4 weights with bfloat16 activations (CPU); auto picks the "
+                                     "fastest for the device. Below float32 a verify pass can round a near-tie "
+                                     "differently from one-token steps (README, \"Precision\")")
             parser.add_argument("--device", default="cpu")
             parser.add_argument("--max-k", type=int, default=16, help="largest k a call may ask for")
             parser.add_argument("--cache-mb", type=int, default=2048,

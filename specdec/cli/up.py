@@ -39,7 +39,7 @@ def add_parser(commands) -> None:
     up.add_argument("--draft-replicas", type=int, default=1,
                     help="draft processes; the first on --draft-port, the others on free ports")
     up.add_argument("--default-k", type=int, default=0, help="0 = adaptive")
-    up.add_argument("--dtype", default="auto", choices=precision_names.CHOICES,
+    up.add_argument("--dtype", default="float32", choices=precision_names.CHOICES,
                     help="draft and target precision; auto picks for the device (README, \"Precision\")")
     up.add_argument("--device", default="cpu")
     up.set_defaults(func=_up)

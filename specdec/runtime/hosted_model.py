@@ -20,7 +20,7 @@ log = logging.getLogger("specdec")
 
 @dataclass(frozen=True)
 class ModelOptions:
-    precision: str = "auto"  # one of precision.CHOICES
+    precision: str = "float32"  # one of precision_names.CHOICES
     device: str = "cpu"
     cache_mb: int = 2048  # `specdec serve` has the same defaults
     max_context: int = 2048  # tokens per session, at most the model's own context

@@ -100,9 +100,11 @@ class Int8WeightLinear(nn.Module):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         weight = linear.weight.detach().float()
-        scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127  # [N]
-        self.register_buffer("weight_int8", torch.round(weight / scale[:, None]).to(torch.int8))  # [N, K]
-        self.register_buffer("scale", scale.to(_ACTIVATIONS))
+        # [N], rounded to what the kernel takes before the codes are chosen against it
+        scale = (weight.abs().amax(dim=1).clamp(min=1e-12) / 127).to(_ACTIVATIONS)
+        codes = torch.round(weight / scale.float()[:, None]).clamp(-128, 127)
+        self.register_buffer("weight_int8", codes.to(torch.int8))  # [N, K]
+        self.register_buffer("scale", scale)
         self.bias = _bias(linear)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

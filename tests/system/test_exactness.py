@@ -18,6 +18,8 @@ import torch
 from scipy.stats import chisquare
 from transformers import AutoModelForCausalLM
 
+from specdec.runtime import precision
+from specdec.runtime.precision import Precision
 from specdec.runtime.sampling import SamplingParams, sampling_probs
 from specdec.v1 import generation_pb2, generation_pb2_grpc
 from tests.stack import Stack
@@ -34,13 +36,13 @@ def tiny_stack(tiny_target, tiny_draft):
 
 
 @torch.inference_mode()
-def exact_joint(target_dir, params: SamplingParams) -> torch.Tensor:
-    """[V, V]: P(t1, t2) under the target alone."""
-    model = AutoModelForCausalLM.from_pretrained(target_dir).eval()
+def exact_joint(target_dir, params: SamplingParams, served_at: str = "float32") -> torch.Tensor:
+    """[V, V]: P(t1, t2) under the target alone, at the precision it is served at."""
+    model = precision.apply(AutoModelForCausalLM.from_pretrained(target_dir).eval(), Precision(served_at))
     vocab = model.config.vocab_size
-    p1 = sampling_probs(model(torch.tensor([PROMPT])).logits[0, -1], params)  # [V]
+    p1 = sampling_probs(model(torch.tensor([PROMPT])).logits[0, -1].float(), params)  # [V]
     second = torch.tensor([PROMPT + [t] for t in range(vocab)])  # [V, len+1]
-    p2 = sampling_probs(model(second).logits[:, -1], params)  # [V, V]
+    p2 = sampling_probs(model(second).logits[:, -1].float(), params)  # [V, V]
     return p1[:, None] * p2
 
 
