@@ -10,6 +10,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from specdec.default_models import DEFAULT_DRAFT, DEFAULT_MODEL
+from specdec.runtime import precision_names
 
 DEFAULT_PROMPTS = resources.files("specdec.bench") / "dev.jsonl"
 
@@ -45,6 +46,14 @@ def add_parser(commands) -> None:
                        help="concurrency levels, e.g. 1,2,4,8,16: instead of the comparison, aggregate tokens/s and "
                             "per-stream latency of the default speculative configuration and draft=none at each "
                             "(no peers; --k, --ngram-k and --lenience are not used)")
+    bench.add_argument("--dtypes", type=_dtypes, default=[],
+                       help=f"precisions, e.g. float32,bfloat16,int8,int4 (of {','.join(precision_names.CHOICES)}): "
+                            "instead of the comparison, one stack per precision (float32 always, the reference), "
+                            "draft=none and the model draft at adaptive k through each: speed, agreement with "
+                            "float32 and exactness against transformers at the same precision")
+    bench.add_argument("--llama-cpp", type=Path, default=None, metavar="DIR",
+                       help="with --dtypes: a llama.cpp source tree with a build; its llama-bench times the target "
+                            "as GGUF at the matching types (F32, F16, BF16, Q8_0, Q4_1)")
     bench.add_argument("--out", type=Path, default=Path("bench-results"))
     bench.set_defaults(func=_run)
 
@@ -56,11 +65,25 @@ def _levels(text: str) -> list[int]:
     return levels
 
 
+def _dtypes(text: str) -> list[str]:
+    names = list(dict.fromkeys(text.split(",")))
+    if unknown := [name for name in names if name not in precision_names.CHOICES]:
+        raise argparse.ArgumentTypeError(f"unknown precision {', '.join(unknown)}; "
+                                         f"choose from {', '.join(precision_names.CHOICES)}")
+    return names
+
+
 def _run(args: argparse.Namespace) -> None:
     if args.ignore_eos and not args.concurrency:
         sys.exit("specdec bench: --ignore-eos needs --concurrency (the transformers peers stop at EOS)")
+    if args.concurrency and args.dtypes:
+        sys.exit("specdec bench: --concurrency and --dtypes are two different runs; choose one")
+    if args.llama_cpp and not args.dtypes:
+        sys.exit("specdec bench: --llama-cpp needs --dtypes")
     if args.concurrency:
         from specdec.bench.concurrency import main
+    elif args.dtypes:
+        from specdec.bench.precision import main
     else:
         from specdec.bench.run import main
 

@@ -9,14 +9,16 @@ import torch
 
 from specdec.bench.configs import Config, Run
 from specdec.runtime.models import load_model
+from specdec.runtime.precision import Precision, apply
 
 
 class Peers:
     """transformers in one process: the baseline a user would otherwise pick."""
 
-    def __init__(self, target_model: str, draft_model: str) -> None:
-        self.target = load_model(target_model)
-        self.draft = load_model(draft_model) if draft_model else None
+    def __init__(self, target_model: str, draft_model: str, precision: str = "float32") -> None:
+        """precision: a resolved name (not auto), as the services get it: loaded in float32, then converted."""
+        self.target = apply(load_model(target_model), Precision(precision))
+        self.draft = apply(load_model(draft_model), Precision(precision)) if draft_model else None
 
     def run(self, config: Config, prompt_ids: list[int], args: argparse.Namespace, seed: int) -> Run:
         extra = {"generate": {}, "assisted": {"assistant_model": self.draft},

@@ -63,6 +63,9 @@ def add_parser(commands) -> None:
             parser.add_argument("--max-context", type=int, default=2048,
                                 help="tokens per session (prompt and output), at most the model's own context")
             parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+            parser.add_argument("--compile", action="store_true",
+                                help="torch.compile the forward pass at load (minutes on a small CPU; README, "
+                                     "\"Precision\", says what it gains)")
             parser.add_argument("--trust-remote-code", action="store_true")
         parser.set_defaults(func=_serve)
 
@@ -116,7 +119,8 @@ async def _serve_role(args: argparse.Namespace) -> None:
         threads = args.threads or torch.get_num_threads()
         torch.set_num_threads(1)  # this thread's small tensor work; the model thread takes `threads` (batching.py)
         options = ModelOptions(
-            args.dtype, args.device, args.cache_mb, args.max_context, args.max_k, args.trust_remote_code, threads
+            args.dtype, args.device, args.cache_mb, args.max_context, args.max_k, args.trust_remote_code, threads,
+            args.compile,
         )
         if args.role == "draft":
             from draft_service.server import draft_server as build

@@ -10,7 +10,7 @@ import torch
 
 from specdec.runtime import precision, service_metrics
 from specdec.runtime.batching import BatchScheduler
-from specdec.runtime.cached_lm import CachedLM
+from specdec.runtime.cached_lm import CachedLM, Step
 from specdec.runtime.models import load_model, load_tokenizer, max_context, tokenizer_fingerprint
 from specdec.runtime.slot_lm import SlotLM, agrees_with_reference
 from specdec.v1 import common_pb2
@@ -27,6 +27,7 @@ class ModelOptions:
     max_k: int = 16
     trust_remote_code: bool = False
     threads: int = 0  # torch threads of the model thread (0 = torch's default)
+    compile: bool = False  # torch.compile the forward pass, at load
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,11 @@ class HostedModel:
         def load_lm() -> SlotLM | CachedLM:  # on the model thread, which runs all the model's work
             model = load_model(spec, "float32", "cpu", options.trust_remote_code)
             picked.append(precision.resolve(options.precision, model, options.device))
-            model = precision.apply(model, picked[0]).to(options.device)
-            return kv_cache_for(model, options.cache_mb * 1024 * 1024, min(options.max_context, max_context(model)))
+            context = min(options.max_context, max_context(model))
+            lm = kv_cache_for(model.to(options.device), options.cache_mb * 1024 * 1024, context, picked[0])
+            if options.compile:
+                compile_forward(lm)
+            return lm
 
         scheduler = BatchScheduler(load_lm, options.threads, on_batch=service_metrics.observe_batch)
         lm, served = scheduler.model, picked[0]
@@ -68,16 +72,41 @@ class HostedModel:
         await self.scheduler.end_session(session_id)
 
 
-def kv_cache_for(model, budget_bytes: int, context: int) -> SlotLM | CachedLM:
-    """A slot KV cache (batched passes) where the architecture gives the same logits through it,
-    else the per-session cache, which runs sessions one after another."""
+def compile_forward(lm: SlotLM | CachedLM) -> None:
+    """torch.compile the model (shapes dynamic) and run each kind of pass the services send once, so that
+    compiling happens at load rather than inside the first requests."""
+    started = time.perf_counter()
+    log.info("compiling the forward pass (about a minute per kind of pass on 2 CPU cores) ...")
+    lm.model = torch.compile(lm.model, dynamic=True)
+    prompt = list(range(1, 9))
+    warm_ups = [
+        [Step("compile-a", prompt, 1)],  # a prefill
+        [Step("compile-a", prompt + [1], 1)],  # one row of one token: no mask
+        [Step("compile-a", prompt + [1, 2, 3, 4], 3)],  # a verify
+        [Step("compile-a", prompt + [1, 2], 1), Step("compile-b", prompt[:3], 1)],  # a batch
+    ]
+    for steps in warm_ups:
+        lm.forward(steps)
+    for session_id in ("compile-a", "compile-b"):
+        lm.end_session(session_id)
+    log.info("compiled in %.0f s", time.perf_counter() - started)
+
+
+def kv_cache_for(
+    model, budget_bytes: int, context: int, served: precision.Precision = precision.FLOAT32
+) -> SlotLM | CachedLM:
+    """The model at its served precision behind a slot KV cache (batched passes) where the architecture
+    gives the same logits through it, else behind the per-session cache, which runs sessions one after
+    another. The check runs on the float32 model, before conversion: it is about the architecture, and
+    below float32 the rounding of a batched pass alone moves logits by more than a wrong cache would hide."""
     try:
-        lm = SlotLM(model, budget_bytes, context)
-        tolerance = max(1e-3, 10 * torch.finfo(lm.keys[0].dtype).eps)  # what the served dtype can resolve
-        reason = "" if agrees_with_reference(lm, tolerance) else "its logits differ from a per-session cache's"
+        agrees = agrees_with_reference(SlotLM(model, cache_budget_bytes=1 << 24, capacity=16))
+        reason = "" if agrees else "its logits differ from a per-session cache's"
     except Exception as error:  # noqa: BLE001 - any failure means: not this architecture
         reason = f"{type(error).__name__}: {error}"
+    model = precision.apply(model, served)
     if not reason:
+        lm = SlotLM(model, budget_bytes, context)
         log.info("slot KV cache: %d slots of %d tokens", lm.num_slots, context)
         return lm
     log.warning("no slot KV cache for %s (%s): sessions run one at a time", type(model).__name__, reason)

@@ -52,6 +52,9 @@ class Precision:
         return _DESCRIPTIONS[self.name] + (f" (auto: {self.reason})" if self.reason else "")
 
 
+FLOAT32 = Precision("float32")
+
+
 def resolve(name: str, model: nn.Module, device: str) -> Precision:
     """The Precision `name` (one of CHOICES) means for this float32 model on this device."""
     kind = torch.device(device).type
