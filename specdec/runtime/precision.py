@@ -6,7 +6,9 @@ linear layers' weights as int8 (one scale per output channel) or int4 (a scale a
 32 inputs, the output layer kept at int8 as llama.cpp's Q4 files keep it at 8 bits) and run them
 through the CPU kernels torch itself ships (`_weight_int8pack_mm`, `_weight_int4pack_mm_for_cpu`, the
 ones gpt-fast and torchao call). Those kernels are fast for bfloat16 inputs only, so under int8 and
-int4 the activations, embeddings and KV cache are bfloat16.
+int4 the activations, embeddings and KV cache are bfloat16; and they are fast for few rows only, so
+prefills and wide batches multiply by a bfloat16 copy of the same quantized weights (WIDE_ROWS). A
+decode step reads the small weights; the copy costs memory (2 bytes per weight), not decode speed.
 
 `auto` picks, for the device, the fastest setting whose quality cost is small (README, "Precision",
 has the measurements): on CUDA bfloat16, or float16 where the GPU lacks bfloat16; on a CPU int4 when
@@ -21,12 +23,17 @@ import time
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from specdec.runtime.precision_names import CHOICES, QUANTIZED
 
 FLOAT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 INT4_GROUP = 32  # inputs per scale/zero pair: Q4_0/Q4_1's block, so a GGUF's 4-bit grid fits exactly
+# From this many rows on (prefills, wide batches) a pass multiplies by a bfloat16 copy of the quantized
+# weights instead: the weight-only kernels are built for few rows, and on the dev VM's CPU a 256-token
+# prefill of the default target took 364 ms through them against 112 ms as bfloat16 (AMX).
+WIDE_ROWS = 16
 _ACTIVATIONS = torch.bfloat16  # the only input dtype the CPU weight-only kernels are fast for
 _DESCRIPTIONS = {
     "float32": "float32",
@@ -108,10 +115,13 @@ class Int8WeightLinear(nn.Module):
         codes = torch.round(weight / scale.float()[:, None]).clamp(-128, 127)
         self.register_buffer("weight_int8", codes.to(torch.int8))  # [N, K]
         self.register_buffer("scale", scale)
+        self.register_buffer("wide_weight", (codes * scale.float()[:, None]).to(_ACTIVATIONS))  # see WIDE_ROWS
         self.bias = _bias(linear)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features).to(_ACTIVATIONS)  # [rows, K]
+        if rows.shape[0] >= WIDE_ROWS:
+            return _finish(F.linear(rows, self.wide_weight), self.bias, x.shape)
         out = torch.ops.aten._weight_int8pack_mm(rows, self.weight_int8, self.scale)  # [rows, N]
         return _finish(out, self.bias, x.shape)
 
@@ -128,6 +138,9 @@ class Int4WeightLinear(nn.Module):
             codes.reshape(self.out_features, self.in_features).to(torch.int32), 2))
         scales_and_zeros = torch.cat([scale, zero], dim=-1).transpose(0, 1)  # [K / 32, N, 2]
         self.register_buffer("scales_and_zeros", scales_and_zeros.contiguous().to(_ACTIVATIONS))
+        scale, zero = (t.to(_ACTIVATIONS).float() for t in (scale, zero))  # as the kernel holds them
+        wide = (codes - 8) * scale + zero  # [N, K / 32, 32]: see WIDE_ROWS
+        self.register_buffer("wide_weight", wide.reshape(self.out_features, self.in_features).to(_ACTIVATIONS))
         self.bias = _bias(linear)
 
     @staticmethod
@@ -136,6 +149,8 @@ class Int4WeightLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features).to(_ACTIVATIONS)  # [rows, K]
+        if rows.shape[0] >= WIDE_ROWS:
+            return _finish(F.linear(rows, self.wide_weight), self.bias, x.shape)
         out = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.weight_int4, INT4_GROUP, self.scales_and_zeros)
         return _finish(out, self.bias, x.shape)
 

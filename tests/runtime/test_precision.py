@@ -110,3 +110,12 @@ def test_named_precisions_are_taken_as_named_and_bad_ones_refused(tiny_model_dir
         precision.resolve("int8", model, "cuda")
     with pytest.raises(ValueError, match="unknown precision 'int3'"):
         precision.resolve("int3", model, "cpu")
+
+
+@pytest.mark.parametrize("quantized", [Int8WeightLinear, Int4WeightLinear])
+def test_wide_passes_multiply_by_the_same_quantized_weights(quantized):
+    """From WIDE_ROWS rows on, the bfloat16 copy: the same weights, to bfloat16's rounding."""
+    layer = quantized(_linear(32, 64))
+    x = torch.randn(precision.WIDE_ROWS + 4, 64)
+    one_by_one = torch.cat([layer(row[None]) for row in x]).float()
+    assert torch.allclose(layer(x).float(), one_by_one, atol=0.02, rtol=0.02)
