@@ -78,7 +78,7 @@ def compile_forward(lm: SlotLM | CachedLM) -> None:
     started = time.perf_counter()
     log.info("compiling the forward pass (about a minute per kind of pass on 2 CPU cores) ...")
     lm.model = torch.compile(lm.model, dynamic=True)
-    prompt = list(range(1, 9))
+    prompt = [i % lm.vocab_size for i in range(1, 9)]
     warm_ups = [
         [Step("compile-a", prompt, 1)],  # a prefill
         [Step("compile-a", prompt + [1], 1)],  # one row of one token: no mask
