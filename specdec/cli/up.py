@@ -42,6 +42,7 @@ def add_parser(commands) -> None:
     up.add_argument("--dtype", default="float32", choices=precision_names.CHOICES,
                     help="draft and target precision; auto picks for the device (README, \"Precision\")")
     up.add_argument("--device", default="cpu")
+    up.add_argument("--compile", action="store_true", help="torch.compile draft and target at load (minutes)")
     up.set_defaults(func=_up)
 
 
@@ -58,7 +59,7 @@ def _up(args: argparse.Namespace) -> None:
         # The orchestrator's metrics on --metrics-port, draft's and target's on the next two.
         metrics_ports={role: args.metrics_port + offset if args.metrics_port else 0
                        for offset, role in enumerate(("orchestrator", "draft", "target"))},
-        model_flags=("--dtype", args.dtype, "--device", args.device),
+        model_flags=("--dtype", args.dtype, "--device", args.device, *(("--compile",) if args.compile else ())),
         orchestrator_flags=("--default-k", str(args.default_k), "--http-port", str(args.http_port),
                             "--max-concurrent-streams", str(args.max_concurrent_streams),
                             "--max-queued-streams", str(args.max_queued_streams),
