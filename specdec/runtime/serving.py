@@ -87,12 +87,13 @@ async def serve_session_stream(
     sessions: set[str] = set()
     try:
         async for message in requests:
+            # Before the step: a step cancelled while its pass runs still leaves the session in the cache.
+            sessions.add(message.request.session_id)
             with _tracer.start_as_current_span(span_name) as span:
                 reply = await answer(message.request)
                 span.set_attributes(
                     {"specdec.session_id": message.request.session_id, "specdec.compute_seconds": reply.compute_seconds}
                 )
-            sessions.add(message.request.session_id)
             yield reply
             if draining.active:
                 return
