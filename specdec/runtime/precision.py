@@ -103,8 +103,27 @@ def apply(model: nn.Module, precision: Precision) -> nn.Module:
     return model
 
 
-class Int8WeightLinear(nn.Module):
-    """y = x W^T + b with W stored as int8 rows times one scale per output channel."""
+class _WeightOnlyLinear(nn.Module):
+    """y = x W^T + b through a weight-only kernel (`_narrow`) for few rows, else through `wide_weight`,
+    a bfloat16 copy of the same quantized values (WIDE_ROWS)."""
+
+    in_features: int
+    wide_weight: torch.Tensor
+    bias: nn.Parameter | None
+
+    def _narrow(self, rows: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features).to(_ACTIVATIONS)  # [rows, K]
+        out = F.linear(rows, self.wide_weight) if rows.shape[0] >= WIDE_ROWS else self._narrow(rows)  # [rows, N]
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
+class Int8WeightLinear(_WeightOnlyLinear):
+    """W stored as int8 rows times one scale per output channel."""
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
@@ -118,16 +137,12 @@ class Int8WeightLinear(nn.Module):
         self.register_buffer("wide_weight", (codes * scale.float()[:, None]).to(_ACTIVATIONS))  # see WIDE_ROWS
         self.bias = _bias(linear)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, self.in_features).to(_ACTIVATIONS)  # [rows, K]
-        if rows.shape[0] >= WIDE_ROWS:
-            return _finish(F.linear(rows, self.wide_weight), self.bias, x.shape)
-        out = torch.ops.aten._weight_int8pack_mm(rows, self.weight_int8, self.scale)  # [rows, N]
-        return _finish(out, self.bias, x.shape)
+    def _narrow(self, rows: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int8pack_mm(rows, self.weight_int8, self.scale)
 
 
-class Int4WeightLinear(nn.Module):
-    """y = x W^T + b with W stored as 4-bit codes q: per group of 32 inputs, w = (q - 8) * scale + zero."""
+class Int4WeightLinear(_WeightOnlyLinear):
+    """W stored as 4-bit codes q: per group of 32 inputs, w = (q - 8) * scale + zero."""
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
@@ -147,12 +162,8 @@ class Int4WeightLinear(nn.Module):
     def fits(linear: nn.Linear) -> bool:
         return linear.in_features % INT4_GROUP == 0 and linear.out_features % 16 == 0
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, self.in_features).to(_ACTIVATIONS)  # [rows, K]
-        if rows.shape[0] >= WIDE_ROWS:
-            return _finish(F.linear(rows, self.wide_weight), self.bias, x.shape)
-        out = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.weight_int4, INT4_GROUP, self.scales_and_zeros)
-        return _finish(out, self.bias, x.shape)
+    def _narrow(self, rows: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.weight_int4, INT4_GROUP, self.scales_and_zeros)
 
 
 def on_4bit_grid(weight: torch.Tensor) -> bool:
@@ -175,12 +186,6 @@ def _int4_grid(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.
 
 def _bias(linear: nn.Linear) -> nn.Parameter | None:
     return None if linear.bias is None else nn.Parameter(linear.bias.detach().to(_ACTIVATIONS), requires_grad=False)
-
-
-def _finish(out: torch.Tensor, bias: torch.Tensor | None, input_shape: torch.Size) -> torch.Tensor:
-    if bias is not None:
-        out = out + bias
-    return out.reshape(*input_shape[:-1], out.shape[-1])
 
 
 def _decoder_linears(model: nn.Module) -> list[nn.Linear]:
