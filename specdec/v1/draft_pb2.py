@@ -25,31 +25,31 @@ _sym_db = _symbol_database.Default()
 from specdec.v1 import common_pb2 as specdec_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16specdec/v1/draft.proto\x12\nspecdec.v1\x1a\x17specdec/v1/common.proto\"\xcf\x01\n\x0eProposeRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x05\x12\x12\n\nnum_tokens\x18\x03 \x01(\x05\x12,\n\x08sampling\x18\x04 \x01(\x0b\x32\x1a.specdec.v1.SamplingParams\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x12\'\n\x06method\x18\x06 \x01(\x0e\x32\x17.specdec.v1.DraftMethod\x12\x1d\n\x15tokenizer_fingerprint\x18\x07 \x01(\t\"b\n\x0fProposeResponse\x12\x11\n\ttoken_ids\x18\x01 \x03(\x05\x12#\n\x05probs\x18\x02 \x01(\x0b\x32\x14.specdec.v1.ProbRows\x12\x17\n\x0f\x63ompute_seconds\x18\x03 \x01(\x01\"C\n\x14ProposeStreamRequest\x12+\n\x07request\x18\x01 \x01(\x0b\x32\x1a.specdec.v1.ProposeRequest\"F\n\x15ProposeStreamResponse\x12-\n\x08response\x18\x01 \x01(\x0b\x32\x1b.specdec.v1.ProposeResponse\",\n\x16\x44raftEndSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x19\n\x17\x44raftEndSessionResponse\"\x1a\n\x18\x44raftGetModelInfoRequest\"@\n\x19\x44raftGetModelInfoResponse\x12#\n\x04info\x18\x01 \x01(\x0b\x32\x15.specdec.v1.ModelInfo*[\n\x0b\x44raftMethod\x12\x1c\n\x18\x44RAFT_METHOD_UNSPECIFIED\x10\x00\x12\x16\n\x12\x44RAFT_METHOD_MODEL\x10\x01\x12\x16\n\x12\x44RAFT_METHOD_NGRAM\x10\x02\x32\xd9\x02\n\x05\x44raft\x12\x42\n\x07Propose\x12\x1a.specdec.v1.ProposeRequest\x1a\x1b.specdec.v1.ProposeResponse\x12X\n\rProposeStream\x12 .specdec.v1.ProposeStreamRequest\x1a!.specdec.v1.ProposeStreamResponse(\x01\x30\x01\x12U\n\nEndSession\x12\".specdec.v1.DraftEndSessionRequest\x1a#.specdec.v1.DraftEndSessionResponse\x12[\n\x0cGetModelInfo\x12$.specdec.v1.DraftGetModelInfoRequest\x1a%.specdec.v1.DraftGetModelInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16specdec/v1/draft.proto\x12\nspecdec.v1\x1a\x17specdec/v1/common.proto\"\xf7\x01\n\x0eProposeRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x05\x12\x12\n\nnum_tokens\x18\x03 \x01(\x05\x12,\n\x08sampling\x18\x04 \x01(\x0b\x32\x1a.specdec.v1.SamplingParams\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x12\'\n\x06method\x18\x06 \x01(\x0e\x32\x17.specdec.v1.DraftMethod\x12\x1d\n\x15tokenizer_fingerprint\x18\x07 \x01(\t\x12&\n\x08\x66\x65\x61tures\x18\x08 \x01(\x0b\x32\x14.specdec.v1.Features\"\x90\x01\n\x0fProposeResponse\x12\x11\n\ttoken_ids\x18\x01 \x03(\x05\x12#\n\x05probs\x18\x02 \x01(\x0b\x32\x14.specdec.v1.ProbRows\x12\x17\n\x0f\x63ompute_seconds\x18\x03 \x01(\x01\x12\x1a\n\rfeatures_from\x18\x04 \x01(\x05H\x00\x88\x01\x01\x42\x10\n\x0e_features_from\"C\n\x14ProposeStreamRequest\x12+\n\x07request\x18\x01 \x01(\x0b\x32\x1a.specdec.v1.ProposeRequest\"F\n\x15ProposeStreamResponse\x12-\n\x08response\x18\x01 \x01(\x0b\x32\x1b.specdec.v1.ProposeResponse\",\n\x16\x44raftEndSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x19\n\x17\x44raftEndSessionResponse\"\x1a\n\x18\x44raftGetModelInfoRequest\"@\n\x19\x44raftGetModelInfoResponse\x12#\n\x04info\x18\x01 \x01(\x0b\x32\x15.specdec.v1.ModelInfo*[\n\x0b\x44raftMethod\x12\x1c\n\x18\x44RAFT_METHOD_UNSPECIFIED\x10\x00\x12\x16\n\x12\x44RAFT_METHOD_MODEL\x10\x01\x12\x16\n\x12\x44RAFT_METHOD_NGRAM\x10\x02\x32\xd9\x02\n\x05\x44raft\x12\x42\n\x07Propose\x12\x1a.specdec.v1.ProposeRequest\x1a\x1b.specdec.v1.ProposeResponse\x12X\n\rProposeStream\x12 .specdec.v1.ProposeStreamRequest\x1a!.specdec.v1.ProposeStreamResponse(\x01\x30\x01\x12U\n\nEndSession\x12\".specdec.v1.DraftEndSessionRequest\x1a#.specdec.v1.DraftEndSessionResponse\x12[\n\x0cGetModelInfo\x12$.specdec.v1.DraftGetModelInfoRequest\x1a%.specdec.v1.DraftGetModelInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'specdec.v1.draft_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DRAFTMETHOD']._serialized_start=681
-  _globals['_DRAFTMETHOD']._serialized_end=772
+  _globals['_DRAFTMETHOD']._serialized_start=768
+  _globals['_DRAFTMETHOD']._serialized_end=859
   _globals['_PROPOSEREQUEST']._serialized_start=64
-  _globals['_PROPOSEREQUEST']._serialized_end=271
-  _globals['_PROPOSERESPONSE']._serialized_start=273
-  _globals['_PROPOSERESPONSE']._serialized_end=371
-  _globals['_PROPOSESTREAMREQUEST']._serialized_start=373
-  _globals['_PROPOSESTREAMREQUEST']._serialized_end=440
-  _globals['_PROPOSESTREAMRESPONSE']._serialized_start=442
-  _globals['_PROPOSESTREAMRESPONSE']._serialized_end=512
-  _globals['_DRAFTENDSESSIONREQUEST']._serialized_start=514
-  _globals['_DRAFTENDSESSIONREQUEST']._serialized_end=558
-  _globals['_DRAFTENDSESSIONRESPONSE']._serialized_start=560
-  _globals['_DRAFTENDSESSIONRESPONSE']._serialized_end=585
-  _globals['_DRAFTGETMODELINFOREQUEST']._serialized_start=587
-  _globals['_DRAFTGETMODELINFOREQUEST']._serialized_end=613
-  _globals['_DRAFTGETMODELINFORESPONSE']._serialized_start=615
-  _globals['_DRAFTGETMODELINFORESPONSE']._serialized_end=679
-  _globals['_DRAFT']._serialized_start=775
-  _globals['_DRAFT']._serialized_end=1120
+  _globals['_PROPOSEREQUEST']._serialized_end=311
+  _globals['_PROPOSERESPONSE']._serialized_start=314
+  _globals['_PROPOSERESPONSE']._serialized_end=458
+  _globals['_PROPOSESTREAMREQUEST']._serialized_start=460
+  _globals['_PROPOSESTREAMREQUEST']._serialized_end=527
+  _globals['_PROPOSESTREAMRESPONSE']._serialized_start=529
+  _globals['_PROPOSESTREAMRESPONSE']._serialized_end=599
+  _globals['_DRAFTENDSESSIONREQUEST']._serialized_start=601
+  _globals['_DRAFTENDSESSIONREQUEST']._serialized_end=645
+  _globals['_DRAFTENDSESSIONRESPONSE']._serialized_start=647
+  _globals['_DRAFTENDSESSIONRESPONSE']._serialized_end=672
+  _globals['_DRAFTGETMODELINFOREQUEST']._serialized_start=674
+  _globals['_DRAFTGETMODELINFOREQUEST']._serialized_end=700
+  _globals['_DRAFTGETMODELINFORESPONSE']._serialized_start=702
+  _globals['_DRAFTGETMODELINFORESPONSE']._serialized_end=766
+  _globals['_DRAFT']._serialized_start=862
+  _globals['_DRAFT']._serialized_end=1207
 # @@protoc_insertion_point(module_scope)

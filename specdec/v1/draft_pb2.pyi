@@ -18,7 +18,7 @@ DRAFT_METHOD_MODEL: DraftMethod
 DRAFT_METHOD_NGRAM: DraftMethod
 
 class ProposeRequest(_message.Message):
-    __slots__ = ("session_id", "token_ids", "num_tokens", "sampling", "seed", "method", "tokenizer_fingerprint")
+    __slots__ = ("session_id", "token_ids", "num_tokens", "sampling", "seed", "method", "tokenizer_fingerprint", "features")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     NUM_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -26,6 +26,7 @@ class ProposeRequest(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     TOKENIZER_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     token_ids: _containers.RepeatedScalarFieldContainer[int]
     num_tokens: int
@@ -33,17 +34,20 @@ class ProposeRequest(_message.Message):
     seed: int
     method: DraftMethod
     tokenizer_fingerprint: str
-    def __init__(self, session_id: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., num_tokens: _Optional[int] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., seed: _Optional[int] = ..., method: _Optional[_Union[DraftMethod, str]] = ..., tokenizer_fingerprint: _Optional[str] = ...) -> None: ...
+    features: _common_pb2.Features
+    def __init__(self, session_id: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., num_tokens: _Optional[int] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., seed: _Optional[int] = ..., method: _Optional[_Union[DraftMethod, str]] = ..., tokenizer_fingerprint: _Optional[str] = ..., features: _Optional[_Union[_common_pb2.Features, _Mapping]] = ...) -> None: ...
 
 class ProposeResponse(_message.Message):
-    __slots__ = ("token_ids", "probs", "compute_seconds")
+    __slots__ = ("token_ids", "probs", "compute_seconds", "features_from")
     TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     PROBS_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FROM_FIELD_NUMBER: _ClassVar[int]
     token_ids: _containers.RepeatedScalarFieldContainer[int]
     probs: _common_pb2.ProbRows
     compute_seconds: float
-    def __init__(self, token_ids: _Optional[_Iterable[int]] = ..., probs: _Optional[_Union[_common_pb2.ProbRows, _Mapping]] = ..., compute_seconds: _Optional[float] = ...) -> None: ...
+    features_from: int
+    def __init__(self, token_ids: _Optional[_Iterable[int]] = ..., probs: _Optional[_Union[_common_pb2.ProbRows, _Mapping]] = ..., compute_seconds: _Optional[float] = ..., features_from: _Optional[int] = ...) -> None: ...
 
 class ProposeStreamRequest(_message.Message):
     __slots__ = ("request",)
