@@ -1,4 +1,5 @@
-"""The two drafters behind the Draft service, free of gRPC."""
+"""The token drafters behind the Draft service, free of gRPC: a causal LM and prompt lookup (the EAGLE
+head drafts through propose_with_model too, see eagle_drafter)."""
 
 from __future__ import annotations
 
@@ -6,22 +7,24 @@ import torch
 
 from specdec.runtime.batching import Job
 from specdec.runtime.cached_lm import Step
+from specdec.runtime.features import FeatureRows
 from specdec.runtime.ngram import find_ngram
 from specdec.runtime.sampling import SamplingParams, argmax, sample_token, sampling_probs
 from specdec.runtime.speculative import Proposal
 
 
 def propose_with_model(
-    session_id: str, token_ids: list[int], k: int, params: SamplingParams, seed: int, vocab_size: int
+    session_id: str, token_ids: list[int], k: int, params: SamplingParams, seed: int, vocab_size: int,
+    features: FeatureRows | None = None,
 ) -> Job[Proposal]:
     """A scheduler job that samples x_1..x_k autoregressively, one step each (batched with other
     sessions' steps), each from exactly the q_i it returns. Greedy drafts are each step's argmax and
-    come without rows: q is one-hot at each x_i."""
+    come without rows: q is one-hot at each x_i. `features` (a feature drafter's) go with the first step."""
     generator = torch.Generator().manual_seed(seed)
     sequence = list(token_ids)
     rows = []
-    for _ in range(k):
-        logits = (yield Step(session_id, list(sequence), 1))[0].cpu()  # [V]
+    for i in range(k):
+        logits = (yield Step(session_id, list(sequence), 1, features=features if i == 0 else None)).logits[0].cpu()
         if params.greedy:
             sequence.append(int(argmax(logits)))
         else:

@@ -10,7 +10,7 @@ from target_service.servicer import TargetServicer
 
 def target_server(model: str, options: ModelOptions) -> ServerSpec:
     draining = Draining()
-    servicer = TargetServicer(HostedModel.load(model, options), draining)
+    servicer = TargetServicer(HostedModel.load(model, options, returns_features=True), draining)
     return ServerSpec(
         register=lambda server: target_pb2_grpc.add_TargetServicer_to_server(servicer, server),
         service_names=[target_pb2.DESCRIPTOR.services_by_name["Target"].full_name],

@@ -1,5 +1,6 @@
 """specdec.v1.Target over gRPC: one forward pass over the uncached suffix plus the block, then the
-accept test, so one row of p travels back instead of k+1."""
+accept test, so one row of p travels back instead of k+1 (and, for a feature drafter, the features of
+the positions the reply commits)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ from specdec.runtime import service_metrics
 from specdec.runtime.batching import Job
 from specdec.runtime.cached_lm import Step
 from specdec.runtime.errors import InvalidArgument
+from specdec.runtime.features import FeatureRows, encode_features
 from specdec.runtime.hosted_model import HostedModel
 from specdec.runtime.sampling import SamplingParams, target_distribution
 from specdec.runtime.serving import Draining, serve_session_stream
 from specdec.runtime.speculative import count_accepted
-from specdec.runtime.validation import check_fingerprint, check_tokens, sampling_from_proto
+from specdec.runtime.validation import check_features_from, check_fingerprint, check_tokens, sampling_from_proto
 from specdec.runtime.wire import encode_rows
 from specdec.v1 import target_pb2, target_pb2_grpc
 
@@ -26,6 +28,7 @@ from specdec.v1 import target_pb2, target_pb2_grpc
 class BlockVerdict:
     num_accepted: int  # n
     p_next: torch.Tensor  # [V] float32: p_{n+1}, the row the correction samples from
+    features: FeatureRows | None  # of positions features_from .. L-1+n; None unless asked for
 
 
 def verify_block(
@@ -35,13 +38,20 @@ def verify_block(
     q_x: torch.Tensor,  # [k]
     u: torch.Tensor,  # [k]
     params: SamplingParams,
+    features_from: int | None = None,
 ) -> Job[BlockVerdict]:
-    """A scheduler job: one step scoring the block, then the accept test."""
-    logits = yield Step(session_id, token_ids + draft_token_ids, len(draft_token_ids) + 1)  # [k+1, V]
-    p = target_distribution(logits.cpu(), params)  # [k+1, V]
+    """A scheduler job: one step scoring the block, then the accept test. With `features_from`, the
+    features of positions features_from .. L-1+n (L = len(token_ids)): the rejected drafts' are dropped."""
+    length, k = len(token_ids), len(draft_token_ids)
+    num_features = 0 if features_from is None else length + k - features_from
+    output = yield Step(session_id, token_ids + draft_token_ids, k + 1, num_features)
+    p = target_distribution(output.logits.cpu(), params)  # [k+1, V]
     drafts = torch.tensor(draft_token_ids, dtype=torch.long)
     n = count_accepted(drafts, p, q_x, u, greedy=params.greedy, lenience=params.lenience)
-    return BlockVerdict(n, p[n])
+    features = None
+    if features_from is not None:  # rows [features_from, L+k) computed; [features_from, L+n) committed
+        features = FeatureRows(features_from, output.features[: length + n - features_from].cpu())
+    return BlockVerdict(n, p[n], features)
 
 
 class TargetServicer(target_pb2_grpc.TargetServicer):
@@ -75,11 +85,15 @@ class TargetServicer(target_pb2_grpc.TargetServicer):
             draft_ids=drafts,
         )
         q_x, u = _accept_test_inputs(request, len(drafts), params.greedy)
+        features_from = check_features_from(
+            request.features_from if request.HasField("features_from") else None, len(tokens)
+        )
         verdict, seconds = await self._model.scheduler.run(
-            verify_block(request.session_id, tokens, drafts, q_x, u, params)
+            verify_block(request.session_id, tokens, drafts, q_x, u, params, features_from)
         )
         reply = target_pb2.ScoreResponse(
-            num_accepted=verdict.num_accepted, probs=encode_rows(verdict.p_next[None]), compute_seconds=seconds
+            num_accepted=verdict.num_accepted, probs=encode_rows(verdict.p_next[None]), compute_seconds=seconds,
+            features=None if verdict.features is None else encode_features(verdict.features),
         )
         service_metrics.record_model_call_soon("Score", seconds, self._model.lm)
         return reply

@@ -1,14 +1,15 @@
 """Batches the model calls of all sessions into shared forward passes, off the event loop.
 
 A job is a generator that yields the model steps it needs (a Step each) and receives each step's
-logits: a verify is one step, a draft of k tokens is k steps with sampling in between. One thread
+StepOutput (its logits, and the features it asked for): a verify is one step, a draft of k tokens is k steps with sampling in between. One thread
 owns the model. Whenever the model is free, it takes the pending step of every job (one per
 session) and runs them as one forward pass, so a lone stream never waits and a crowd shares each
 pass; no timer holds a batch open. Each job drops out when it returns.
 
 A step with more than MAX_BATCH_NEW_TOKENS uncached tokens (a prefill) is not padded into a batch
 of decode steps: it runs alone, PREFILL_CHUNK tokens at a time, taking turns with the batches, so
-a long prompt delays other streams by one chunk at a time, not by its whole prefill.
+a long prompt delays other streams by one chunk at a time, not by its whole prefill. A step that wants
+the features of the chunks' positions gets them stitched to its own pass's rows.
 
 The event loop only queues jobs and receives results: health checks, cancellations and other
 streams carry on while a batch computes. The model thread also loads the model, and is the only
@@ -28,16 +29,16 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Protocol, TypeVar
 
 import torch
 
-from specdec.runtime.cached_lm import Step
+from specdec.runtime.cached_lm import Step, StepOutput
 from specdec.runtime.slot_lm import MAX_BATCH_NEW_TOKENS
 
 T = TypeVar("T")
-Job = Generator[Step, torch.Tensor, T]  # yields steps, is sent their logits, returns its result
+Job = Generator[Step, StepOutput, T]  # yields steps, is sent their outputs, returns its result
 
 PREFILL_CHUNK = 256  # tokens per pass of a prefill: long enough to run at full speed, short enough to share
 _MAX_WAIT_FRACTION = 0.25  # of a pass: the longest wait for a stream due back (see _Regulars)
@@ -47,7 +48,7 @@ _PASS_WEIGHT = 0.2  # of each pass in the running mean of pass time
 class BatchedModel(Protocol):
     max_batch_rows: int
 
-    def forward(self, steps: list[Step]) -> list[torch.Tensor]: ...
+    def forward(self, steps: list[Step]) -> list[StepOutput]: ...
 
     def uncached_len(self, session_id: str, token_ids: list[int]) -> int: ...
 
@@ -60,6 +61,8 @@ class _Task(Generic[T]):
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
     step: Step | None = None
+    # Feature rows of `step`'s first positions, computed by its prefill chunks; the rest come with the step.
+    chunk_features: list[torch.Tensor] = field(default_factory=list)
     session_id: str | None = None  # of its steps
     compute_seconds: float = 0.0
     done: bool = False
@@ -180,11 +183,13 @@ class BatchScheduler:
             if step is None or step.session_id in sessions:
                 continue
             sessions.add(step.session_id)
-            uncached = self._model.uncached_len(step.session_id, step.token_ids)
-            if uncached > MAX_BATCH_NEW_TOKENS:
-                large.append((task, _prefill_chunk(step, uncached)))
+            if task.chunk_features:  # the chunks computed those rows: the step computes the rest
+                step = replace(step, num_features=step.num_features - sum(len(rows) for rows in task.chunk_features))
+            new = max(self._model.uncached_len(step.session_id, step.token_ids), step.num_computed)
+            if new > MAX_BATCH_NEW_TOKENS:
+                large.append((task, _prefill_chunk(step, new)))
             elif len(small) < self._model.max_batch_rows:
-                small.append((task, step, max(uncached, step.num_logits)))
+                small.append((task, step, new))
         self._prefill_turn = not self._prefill_turn
         if large and (self._prefill_turn or not small):
             return large[:1]
@@ -207,7 +212,7 @@ class BatchScheduler:
     def _run(self, batch: list[tuple[_Task, Step]]) -> None:
         started = time.perf_counter()
         try:
-            logits = self._model.forward([step for _, step in batch])
+            outputs = self._model.forward([step for _, step in batch])
         except Exception as error:  # noqa: BLE001 - the callers get the error, the thread carries on
             for task, _ in batch:
                 self._finish(task, error=error)
@@ -216,14 +221,20 @@ class BatchScheduler:
         self._pass_seconds += _PASS_WEIGHT * (seconds - self._pass_seconds)
         if self._on_batch is not None:
             self._on_batch(len(batch), seconds)
-        for (task, step), rows in zip(batch, logits):
+        for (task, step), output in zip(batch, outputs):
             task.compute_seconds += seconds
-            if step is task.step:  # a prefill chunk only fills the cache; the step itself comes later
-                self._advance(task, rows)
+            if len(step.token_ids) < len(task.step.token_ids):  # a prefill chunk: the step itself comes later
+                if output.features is not None:
+                    task.chunk_features.append(output.features)
+                continue
+            if task.chunk_features:
+                output = replace(output, features=torch.cat([*task.chunk_features, output.features]))
+                task.chunk_features = []
+            self._advance(task, output)
 
-    def _advance(self, task: _Task, logits: torch.Tensor | None) -> None:
+    def _advance(self, task: _Task, output: StepOutput | None) -> None:
         try:
-            task.step = next(task.job) if logits is None else task.job.send(logits)
+            task.step = next(task.job) if output is None else task.job.send(output)
         except StopIteration as stop:
             self._finish(task, result=stop.value)
         except Exception as error:  # noqa: BLE001 - e.g. invalid input found by the job
@@ -290,11 +301,13 @@ class _Regulars:
         self._answered.pop(session_id, None)
 
 
-def _prefill_chunk(step: Step, uncached: int) -> Step:
-    """The part of a long step to run next: up to PREFILL_CHUNK tokens filling the cache, or the
-    step itself once what is left fits in one chunk (its logits come from that last chunk)."""
-    cached = len(step.token_ids) - uncached
-    end = min(cached + PREFILL_CHUNK, len(step.token_ids) - step.num_logits)
-    if uncached <= PREFILL_CHUNK or end <= cached:
+def _prefill_chunk(step: Step, new: int) -> Step:
+    """The part of a long step to run next, over its `new` positions still to compute: up to PREFILL_CHUNK
+    of them filling the cache (with the features of those the step wants), or the step itself once what is
+    left fits in one chunk (its logits come from that last chunk)."""
+    length = len(step.token_ids)
+    start = length - new
+    end = min(start + PREFILL_CHUNK, length - step.num_logits)
+    if new <= PREFILL_CHUNK or end <= start:
         return step
-    return Step(step.session_id, step.token_ids[:end], 0)
+    return Step(step.session_id, step.token_ids[:end], 0, max(0, end - max(start, length - step.num_features)))

@@ -15,14 +15,31 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
+from specdec.runtime.features import FeatureRows, feature_tap
+
 
 @dataclass(frozen=True)
 class Step:
-    """One model call of a session: the logits after each of the last `num_logits` positions."""
+    """One model call of a session: the logits after each of the last `num_logits` positions, and the
+    features (final hidden states) of the last `num_features`. Those positions are computed now: the
+    prefix cache is reused only up to the first of them."""
 
     session_id: str
     token_ids: list[int]
     num_logits: int
+    num_features: int = 0
+    features: FeatureRows | None = None  # input features, for a feature drafter's model; LMs ignore them
+
+    @property
+    def num_computed(self) -> int:
+        """The trailing positions this step must compute whatever the cache holds."""
+        return max(self.num_logits, self.num_features)
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    logits: torch.Tensor  # [num_logits, V] float32: row j predicts the successor of position len - num_logits + j
+    features: torch.Tensor | None = None  # [num_features, H] float16, the last positions' hidden states; None if 0
 
 
 @dataclass
@@ -39,20 +56,28 @@ class CachedLM:
         self.vocab_size = int(model.get_output_embeddings().out_features)
         self.cache_budget_bytes = cache_budget_bytes
         self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._features = feature_tap(model)
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._cached_bytes = 0  # kept as a running sum: metrics read it from another thread
 
-    @torch.inference_mode()
     def logits(self, session_id: str, token_ids: list[int], num_logits: int) -> torch.Tensor:
         """[num_logits, V] float32: the logits predicting each of the last `num_logits` positions' successors.
 
         Row j is the model's output after token_ids[: len(token_ids) - num_logits + 1 + j].
         """
-        session = self._pop(session_id)
-        # Positions whose logits we return must be computed now, so reuse stops short of them.
-        reusable = len(token_ids) - num_logits
+        return self._run(Step(session_id, token_ids, num_logits)).logits
+
+    max_batch_rows = 64  # steps run one after another here: any number may come at once
+
+    def forward(self, steps: list[Step]) -> list[StepOutput]:
+        return [self._run(step) for step in steps]
+
+    @torch.inference_mode()
+    def _run(self, step: Step) -> StepOutput:
+        token_ids = step.token_ids
+        session = self._pop(step.session_id)
         if session is not None:
-            reuse = min(common_prefix_len(session.token_ids, token_ids), reusable)
+            reuse = min(common_prefix_len(session.token_ids, token_ids), len(token_ids) - step.num_computed)
             cache = session.cache
             drop = cache.get_seq_length() - reuse
             if drop > 0 and cache.is_croppable:
@@ -63,17 +88,17 @@ class CachedLM:
             reuse, cache = 0, DynamicCache(config=self.model.config)
 
         input_ids = torch.tensor([token_ids[reuse:]], dtype=torch.long, device=self.device)  # [1, S]
-        keep = {"logits_to_keep": num_logits} if self._keeps_logits else {}  # skip the LM head elsewhere
+        new = input_ids.shape[1]
+        # Skip the LM head elsewhere (logits_to_keep=0 would mean every position).
+        keep = {"logits_to_keep": max(step.num_logits, 1)} if self._keeps_logits else {}
         output = self.model(input_ids=input_ids, cache=cache, use_cache=True, **keep)
-        logits = output.logits[0, -num_logits:].float()  # [num_logits, V]
+        logits = output.logits[0, output.logits.shape[1] - step.num_logits:].float()  # [num_logits, V]
+        features = None
+        if step.num_features:
+            features = self._features.take()[0, new - step.num_features:].to(torch.float16)  # [num_features, H]
 
-        self._store(session_id, _Session(list(token_ids), cache, _cache_nbytes(cache)))
-        return logits
-
-    max_batch_rows = 64  # steps run one after another here: any number may come at once
-
-    def forward(self, steps: list[Step]) -> list[torch.Tensor]:
-        return [self.logits(step.session_id, step.token_ids, step.num_logits) for step in steps]
+        self._store(step.session_id, _Session(list(token_ids), cache, _cache_nbytes(cache)))
+        return StepOutput(logits, features)
 
     def uncached_len(self, session_id: str, token_ids: list[int]) -> int:
         """How many of `token_ids` a call would run through the model: the rest come from the cache."""

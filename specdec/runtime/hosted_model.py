@@ -11,6 +11,9 @@ import torch
 from specdec.runtime import precision, service_metrics
 from specdec.runtime.batching import BatchScheduler
 from specdec.runtime.cached_lm import CachedLM, Step
+from specdec.runtime.eagle_head import eagle_dir, load_eagle
+from specdec.runtime.eagle_lm import EagleLM
+from specdec.runtime.features import feature_size_of
 from specdec.runtime.models import load_model, load_tokenizer, max_context, tokenizer_fingerprint
 from specdec.runtime.slot_lm import SlotLM, agrees_with_reference
 from specdec.v1 import common_pb2
@@ -37,24 +40,31 @@ class HostedModel:
     info: common_pb2.ModelInfo
 
     @classmethod
-    def load(cls, spec: str, options: ModelOptions) -> HostedModel:
+    def load(cls, spec: str, options: ModelOptions, returns_features: bool = False) -> HostedModel:
+        """`returns_features`: the service returns the model's features (a target), which ModelInfo says."""
         started = time.perf_counter()
 
         picked: list[precision.Precision] = []
 
-        def load_lm() -> SlotLM | CachedLM:  # on the model thread, which runs all the model's work
+        contexts: list[int] = []
+
+        def load_lm() -> SlotLM | CachedLM | EagleLM:  # on the model thread, which runs all the model's work
+            if (head_dir := eagle_dir(spec)) is not None:
+                head, target_context = load_eagle(head_dir, options.device, options.trust_remote_code)
+                picked.append(precision.FLOAT32)
+                contexts.append(min(options.max_context, target_context))
+                return EagleLM(head, options.cache_mb * 1024 * 1024, contexts[0])
             model = load_model(spec, "float32", "cpu", options.trust_remote_code)
             picked.append(precision.resolve(options.precision, model, options.device))
-            context = min(options.max_context, max_context(model))
-            lm = kv_cache_for(model.to(options.device), options.cache_mb * 1024 * 1024, context, picked[0])
+            contexts.append(min(options.max_context, max_context(model)))
+            lm = kv_cache_for(model.to(options.device), options.cache_mb * 1024 * 1024, contexts[0], picked[0])
             if options.compile:
                 compile_forward(lm)
             return lm
 
         scheduler = BatchScheduler(load_lm, options.threads, on_batch=service_metrics.observe_batch)
-        lm, served = scheduler.model, picked[0]
+        lm, served, context = scheduler.model, picked[0], contexts[0]
         tokenizer = load_tokenizer(spec, options.trust_remote_code)
-        context = min(options.max_context, max_context(lm.model))
         info = common_pb2.ModelInfo(
             model=spec,
             vocab_size=lm.vocab_size,
@@ -62,6 +72,7 @@ class HostedModel:
             max_context=context,
             max_speculative_tokens=options.max_k,
             precision=served.name,
+            feature_size=feature_size_of(lm, returns_features),
         )
         log.info("loaded %s at %s on %s in %.1f s", spec, served.describe(), options.device,
                  time.perf_counter() - started)

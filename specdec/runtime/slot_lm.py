@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import torch
 from transformers import Cache, DynamicCache, PreTrainedModel
 
-from specdec.runtime.cached_lm import CachedLM, Step, common_prefix_len
+from specdec.runtime.cached_lm import CachedLM, Step, StepOutput, common_prefix_len
+from specdec.runtime.features import feature_tap
 
 MAX_BATCH_NEW_TOKENS = 32  # a batched row's new tokens (a decode or verify step); longer steps run alone
 _PAD_SLACK = MAX_BATCH_NEW_TOKENS
@@ -70,6 +71,7 @@ class SlotLM:
         self.vocab_size = int(model.get_output_embeddings().out_features)
         self.capacity = capacity  # tokens per session
         self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._features = feature_tap(model)
         # The per-layer key/value shapes, as the model itself lays them out.
         with torch.inference_mode():
             probe = DynamicCache(config=model.config)
@@ -94,8 +96,9 @@ class SlotLM:
         return self.num_slots
 
     @torch.inference_mode()
-    def forward(self, steps: list[Step]) -> list[torch.Tensor]:
-        """Each step's [num_logits, V] float32 logits, from one forward pass over all of them.
+    def forward(self, steps: list[Step]) -> list[StepOutput]:
+        """Each step's [num_logits, V] float32 logits and [num_features, H] float16 features, from one
+        forward pass over all of them.
 
         At most one step per session and max_batch_rows steps; a step with more than
         MAX_BATCH_NEW_TOKENS uncached tokens must come alone.
@@ -106,9 +109,9 @@ class SlotLM:
         order = sorted(range(len(steps)), key=claimed.__getitem__)  # ascending slots: a view when contiguous
         rows = [steps[i] for i in order]
         sessions = [self._sessions[step.session_id] for step in rows]
-        # Positions whose logits we return must be computed now, so reuse stops short of them.
+        # Positions whose logits or features we return must be computed now, so reuse stops short of them.
         reuse = [
-            min(common_prefix_len(session.token_ids, step.token_ids), len(step.token_ids) - step.num_logits)
+            min(common_prefix_len(session.token_ids, step.token_ids), len(step.token_ids) - step.num_computed)
             for session, step in zip(sessions, rows)
         ]
         new = [len(step.token_ids) - r for step, r in zip(rows, reuse)]
@@ -144,14 +147,16 @@ class SlotLM:
         for session, step in zip(sessions, rows):
             session.token_ids = list(step.token_ids)
         offset = output.logits.shape[1] - width  # negative when the model kept only the tail
-        logits = [output.logits[b, lo + offset: hi + offset].float() for b, (lo, hi) in enumerate(wanted)]
-        results: list[torch.Tensor] = [torch.empty(0)] * len(steps)
-        for row, i in enumerate(order):
-            results[i] = logits[row]
+        # The decoder's output covers every position of the pass, the LM head's only the kept tail.
+        hidden = self._features.take() if any(step.num_features for step in rows) else None  # [B, width, H]
+        results: list[StepOutput] = [StepOutput(torch.empty(0))] * len(steps)
+        for b, (i, (lo, hi), step) in enumerate(zip(order, wanted, rows)):
+            features = hidden[b, hi - step.num_features: hi].to(torch.float16) if step.num_features else None
+            results[i] = StepOutput(output.logits[b, lo + offset: hi + offset].float(), features)
         return results
 
     def logits(self, session_id: str, token_ids: list[int], num_logits: int) -> torch.Tensor:
-        return self.forward([Step(session_id, token_ids, num_logits)])[0]
+        return self.forward([Step(session_id, token_ids, num_logits)])[0].logits
 
     def uncached_len(self, session_id: str, token_ids: list[int]) -> int:
         session = self._sessions.get(session_id)
@@ -221,7 +226,7 @@ def agrees_with_reference(lm: SlotLM, tolerance: float = 1e-3) -> bool:
         for batch in steps:
             for step, got in zip(batch, lm.forward(batch)):
                 want = reference.logits(step.session_id, step.token_ids, step.num_logits)
-                if not torch.allclose(got, want, atol=tolerance, rtol=tolerance):
+                if not torch.allclose(got.logits, want, atol=tolerance, rtol=tolerance):
                     return False
     finally:
         for session_id in ("a", "b"):

@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from specdec.runtime.errors import FailedPrecondition, InvalidArgument
+from specdec.runtime.features import FeatureRows, decode_features
 from specdec.runtime.sampling import MIN_TEMPERATURE, SamplingParams
 from specdec.v1 import common_pb2
 
@@ -71,3 +72,36 @@ def check_tokens(
     if vocab_size and not 0 <= low <= high < vocab_size:
         raise InvalidArgument(f"token ids must be in [0, {vocab_size}); got {low}..{high}")
     return tokens
+
+
+def check_features_from(features_from: int | None, num_tokens: int) -> int | None:
+    """A Score's features_from: the first committed position whose features the reply carries."""
+    if features_from is not None and not 0 <= features_from <= num_tokens - 1:
+        raise InvalidArgument(
+            f"features_from {features_from} is outside [0, {num_tokens - 1}]: ask for the features from a "
+            "committed position (len(token_ids) - 1 once the earlier ones are known, 0 at the first step)"
+        )
+    return features_from
+
+
+def check_features(
+    message: common_pb2.Features | None, *, width: int, num_tokens: int, max_context: int
+) -> FeatureRows | None:
+    """A Propose's features (None: absent), which end at the second-to-last of its `num_tokens` tokens."""
+    if message is None:
+        return None
+    if message.width != width:
+        raise InvalidArgument(f"features are {message.width} wide; this draft model drafts from {width}-wide features")
+    if not 0 <= message.num_rows <= max_context:
+        raise InvalidArgument(f"{message.num_rows} feature rows; this service takes 0..{max_context} (its context)")
+    if message.offset < 0:
+        raise InvalidArgument(f"features offset {message.offset} is negative: it is the sequence position of the first row")
+    if message.offset + message.num_rows != num_tokens - 1:
+        raise InvalidArgument(
+            f"feature rows cover positions {message.offset}..{message.offset + message.num_rows - 1}; they must "
+            f"end at position {num_tokens - 2}, the one before the last of the {num_tokens} tokens"
+        )
+    try:
+        return decode_features(message)
+    except ValueError as error:
+        raise InvalidArgument(str(error)) from None

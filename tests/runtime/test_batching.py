@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from specdec.runtime.batching import PREFILL_CHUNK, BatchScheduler, Job
-from specdec.runtime.cached_lm import Step
+from specdec.runtime.cached_lm import Step, StepOutput
 
 
 class RecordingModel:
@@ -28,7 +28,7 @@ class RecordingModel:
         self.gate.set()
         self._busy = threading.Lock()
 
-    def forward(self, steps: list[Step]) -> list[torch.Tensor]:
+    def forward(self, steps: list[Step]) -> list[StepOutput]:
         assert self._busy.acquire(blocking=False), "two passes at once"
         try:
             self.gate.wait()
@@ -38,7 +38,7 @@ class RecordingModel:
                 if step.session_id == "boom":
                     raise RuntimeError("boom")
                 self.cached[step.session_id] = len(step.token_ids)
-            return [torch.full((step.num_logits, 1), float(len(step.token_ids))) for step in steps]
+            return [StepOutput(torch.full((step.num_logits, 1), float(len(step.token_ids)))) for step in steps]
         finally:
             self._busy.release()
 
@@ -50,8 +50,8 @@ def decode(session_id: str, start: int, steps: int) -> Job[list[float]]:
     """A drafter-like job: `steps` one-token steps, each extending the sequence."""
     seen = []
     for i in range(steps):
-        logits = yield Step(session_id, [0] * (start + i), 1)
-        seen.append(float(logits[0, 0]))
+        output = yield Step(session_id, [0] * (start + i), 1)
+        seen.append(float(output.logits[0, 0]))
     return seen
 
 
@@ -80,8 +80,8 @@ def test_a_step_much_wider_than_the_others_waits_for_a_pass_of_its_own_kind():
     model = RecordingModel()
 
     def verify(session_id: str, start: int, width: int) -> Job[float]:
-        logits = yield Step(session_id, [0] * (start + width), width)
-        return float(logits[0, 0])
+        output = yield Step(session_id, [0] * (start + width), width)
+        return float(output.logits[0, 0])
 
     async def main():
         scheduler = BatchScheduler(lambda: model)

@@ -18,7 +18,7 @@ BATCHES = [
 
 
 def _logits(lm: SlotLM) -> list[torch.Tensor]:
-    out = [logits for batch in BATCHES for logits in lm.forward(batch)]
+    out = [output.logits for batch in BATCHES for output in lm.forward(batch)]
     for session_id in ("a", "b"):
         lm.end_session(session_id)
     return out

@@ -65,7 +65,7 @@ def test_batched_steps_match_a_per_session_cache(model):
             accepted = rng.randrange(0, k + 1)
             sequences[session_id] = tokens + drafts[:accepted] + [rng.randrange(VOCAB)]  # the correction
         for step, got in zip(steps, lm.forward(steps)):
-            assert_same(got, reference.logits(step.session_id, step.token_ids, step.num_logits))
+            assert_same(got.logits, reference.logits(step.session_id, step.token_ids, step.num_logits))
     assert lm.num_sessions == len(sequences)
 
 
@@ -73,13 +73,13 @@ def test_a_session_diverging_far_back_and_a_long_prefill_alone(model):
     lm, reference = SlotLM(model, 1 << 30, CAPACITY), CachedLM(model, 1 << 30)
     tokens = [i % VOCAB for i in range(1, 70)]
     for step in (Step("a", tokens, 1), Step("a", tokens[:10] + [3, 4], 2), Step("a", tokens[:5], 5)):
-        assert_same(lm.forward([step])[0], reference.logits(step.session_id, step.token_ids, step.num_logits))
+        assert_same(lm.forward([step])[0].logits, reference.logits(step.session_id, step.token_ids, step.num_logits))
 
 
 def test_a_pass_that_only_fills_the_cache_returns_no_rows(model):
     lm = SlotLM(model, 1 << 30, CAPACITY)
     (filled,) = lm.forward([Step("a", list(range(40)), 0)])  # ids < VOCAB
-    assert filled.shape == (0, VOCAB)
+    assert filled.logits.shape == (0, VOCAB) and filled.features is None
     assert lm.uncached_len("a", list(range(41))) == 1
 
 
@@ -94,8 +94,8 @@ def test_sessions_beyond_the_slots_evict_the_least_recently_used_and_are_recompu
     lm.forward([Step("a", prompts["a"] + [4], 1)])  # b is now least recently used
     got = lm.forward([Step("c", prompts["c"], 1), Step("a", prompts["a"] + [4, 5], 1)])
     assert lm.uncached_len("b", prompts["b"]) == len(prompts["b"])  # b was evicted
-    assert_same(got[0], reference.logits("c", prompts["c"], 1))
-    assert_same(lm.forward([Step("b", prompts["b"] + [1], 2)])[0], reference.logits("b", prompts["b"] + [1], 2))
+    assert_same(got[0].logits, reference.logits("c", prompts["c"], 1))
+    assert_same(lm.forward([Step("b", prompts["b"] + [1], 2)])[0].logits, reference.logits("b", prompts["b"] + [1], 2))
 
 
 def test_limits_are_refused_not_corrupted():
