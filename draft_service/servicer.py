@@ -7,11 +7,16 @@ from collections.abc import AsyncIterator
 import grpc
 
 from draft_service.drafter import propose_with_model, propose_with_ngram
+from draft_service.eagle_drafter import propose_with_eagle
 from specdec.runtime import service_metrics
+from specdec.runtime.batching import Job
 from specdec.runtime.errors import FailedPrecondition
+from specdec.runtime.features import MissingFeatures
 from specdec.runtime.hosted_model import HostedModel
+from specdec.runtime.sampling import SamplingParams
 from specdec.runtime.serving import Draining, serve_session_stream, timed
-from specdec.runtime.validation import check_fingerprint, check_tokens, sampling_from_proto
+from specdec.runtime.speculative import Proposal
+from specdec.runtime.validation import check_features, check_fingerprint, check_tokens, sampling_from_proto
 from specdec.runtime.wire import encode_rows
 from specdec.v1 import common_pb2, draft_pb2, draft_pb2_grpc
 
@@ -50,9 +55,10 @@ class DraftServicer(draft_pb2_grpc.DraftServicer):
                 request.token_ids, num_new=k, max_new=info.max_speculative_tokens, vocab_size=info.vocab_size,
                 max_context=info.max_context,
             )
-            proposal, seconds = await self._model.scheduler.run(
-                propose_with_model(request.session_id, tokens, k, params, request.seed, self._model.lm.vocab_size)
-            )
+            try:
+                proposal, seconds = await self._model.scheduler.run(self._model_job(request, tokens, params))
+            except MissingFeatures as missing:  # the caller resends with the rows from there
+                return draft_pb2.ProposeResponse(features_from=missing.from_position)
         else:  # DRAFT_METHOD_NGRAM, and the default
             # The model's vocabulary and context when there is one: any other id means other text to it.
             info = self._model.info if self._model is not None else None
@@ -67,6 +73,20 @@ class DraftServicer(draft_pb2_grpc.DraftServicer):
         reply = draft_pb2.ProposeResponse(token_ids=proposal.token_ids, probs=rows, compute_seconds=seconds)
         service_metrics.record_model_call_soon("Propose", seconds, self._model.lm if self._model else None)
         return reply
+
+    def _model_job(self, request: draft_pb2.ProposeRequest, tokens: list[int], params: SamplingParams) -> Job[Proposal]:
+        """The drafting job of the hosted model: a feature drafter's (ModelInfo.feature_size > 0) drafts from
+        the target's features, an LM's from the tokens alone."""
+        info, vocab_size = self._model.info, self._model.lm.vocab_size
+        if not info.feature_size:
+            return propose_with_model(request.session_id, tokens, request.num_tokens, params, request.seed, vocab_size)
+        features = check_features(
+            request.features if request.HasField("features") else None,
+            width=info.feature_size, num_tokens=len(tokens), max_context=info.max_context,
+        )
+        return propose_with_eagle(
+            request.session_id, tokens, request.num_tokens, params, request.seed, features, vocab_size
+        )
 
     async def EndSession(self, request: draft_pb2.DraftEndSessionRequest, context: grpc.aio.ServicerContext):
         await self._end_session(request.session_id)
