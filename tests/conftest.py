@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from specdec.default_models import ensure_embedded_model
-from tests.tiny_models import char_tokenizer, save_tiny_lm
+from tests.tiny_models import char_tokenizer, save_tiny_eagle, save_tiny_lm
 
 TINY_CHARS = "abcdefg"  # + <eos>: an 8-token vocabulary, small enough to enumerate
 
@@ -23,6 +23,12 @@ def tiny_target(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_draft(tmp_path_factory) -> Path:
     return save_tiny_lm(tmp_path_factory.mktemp("tiny-draft"), char_tokenizer(TINY_CHARS), seed=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_eagle(tmp_path_factory, tiny_target) -> Path:
+    """An EAGLE head for tiny_target whose slice leaves out one of its 8 tokens (q is 0 there)."""
+    return save_tiny_eagle(tmp_path_factory.mktemp("tiny-eagle"), tiny_target, seed=4, slice_ids=list(range(1, 8)))
 
 
 @pytest.fixture(scope="session")

@@ -53,3 +53,29 @@ def save_tiny_lm(
     LlamaForCausalLM(config).save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def random_eagle_head(target: LlamaForCausalLM, target_name: str, slice_ids: list[int], seed: int):
+    """An EAGLE head for `target` with random weights of a useful scale (norms included), attached to
+    the target's tables; q is zero outside `slice_ids`."""
+    from specdec.runtime.eagle_head import EagleConfig, EagleHead
+
+    torch.manual_seed(seed)
+    head = EagleHead(EagleConfig.for_target(target_name, target, len(slice_ids)))
+    for parameter in head.parameters():
+        torch.nn.init.normal_(parameter, std=0.3 if parameter.dim() > 1 else 1.0)
+    head.slice_ids = torch.tensor(sorted(slice_ids))
+    head.attach_target(target)
+    return head.eval()
+
+
+def save_tiny_eagle(out_dir: Path, target_dir: Path, seed: int, slice_ids: list[int]) -> Path:
+    """A random EAGLE head for the tiny target in target_dir, saved as `specdec distill --method eagle` does."""
+    from transformers import AutoTokenizer
+
+    from specdec.runtime.eagle_head import save_head
+
+    head = random_eagle_head(LlamaForCausalLM.from_pretrained(target_dir), str(target_dir), slice_ids, seed)
+    save_head(head, out_dir, torch.float32)
+    AutoTokenizer.from_pretrained(target_dir).save_pretrained(out_dir)
+    return out_dir

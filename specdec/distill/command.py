@@ -36,6 +36,9 @@ def add_parser(commands) -> None:
     p.add_argument("--prompts", type=Path, default=PROMPTS_FILE,
                    help="one prompt per line, or a chat .jsonl (default: the packaged prompt list)")
     p.add_argument("--max-prompts", type=int, default=0, help="use only the first N prompts (0 = all)")
+    p.add_argument("--method", choices=["lm", "eagle"], default="lm",
+                   help="lm: a small causal LM drafting from tokens; eagle: a one-layer head drafting from the target's "
+                        "features (served with them over the wire), on the same data")
     p.add_argument("--stage", choices=["all", "data", "train", "export"], default="all",
                    help="run up to and including this stage (all = data, train, export)")
     # data
@@ -51,6 +54,12 @@ def add_parser(commands) -> None:
     p.add_argument("--kv-heads", type=int, default=2)
     p.add_argument("--intermediate", type=int, default=512)
     p.add_argument("--max-context", type=int, default=0, help="max_position_embeddings (0 = the target's)")
+    # eagle (the head is shaped like one of the target's layers)
+    p.add_argument("--slice-size", type=int, default=8192,
+                   help="eagle: the target's most frequent output tokens the head scores (FR-Spec)")
+    p.add_argument("--ttt-steps", type=int, default=2,
+                   help="eagle: unrolled steps per position, each after the head's own guess (training-time test)")
+    p.add_argument("--reg-weight", type=float, default=1.0, help="eagle: weight of smooth L1 to the target's feature")
     # training
     p.add_argument("--minutes", type=float, default=30.0, help="training time budget (summed over resumes)")
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many optimizer steps (0 = no limit)")
@@ -106,35 +115,71 @@ def run(args: argparse.Namespace) -> None:
     if last < 2:
         return
 
+    from specdec.distill import eval as distill_eval
     from specdec.distill import train as distill_train
 
+    options = distill_train.TrainOptions(
+        minutes=args.minutes, max_steps=args.max_steps, batch_tokens=args.batch_tokens, lr=args.lr,
+        hard_weight=args.hard_weight, soft_weight=args.soft_weight, checkpoint_every_s=args.checkpoint_every_s,
+        seed=args.seed, embed_lr_scale=args.embed_lr_scale, bf16=args.bf16)
+    if args.method == "eagle":
+        run_eagle(args, target, tokenizer, plan, options, work, out, device, last)
+        return
     records = distill_data.load_shards(work / "data")
     if not records:
         raise SystemExit("distill: no training data (raise --gen-minutes)")
     config = distill_train.DraftConfig(args.hidden, args.layers, args.heads, args.kv_heads, args.intermediate,
                                        args.max_context)
-    options = distill_train.TrainOptions(
-        minutes=args.minutes, max_steps=args.max_steps, batch_tokens=args.batch_tokens, lr=args.lr,
-        hard_weight=args.hard_weight, soft_weight=args.soft_weight, checkpoint_every_s=args.checkpoint_every_s,
-        seed=args.seed, embed_lr_scale=args.embed_lr_scale, bf16=args.bf16)
     draft = distill_train.train(target, tokenizer, records, config, options, work, device)
     if last < 3:
         return
 
-    metrics = None
-    if args.eval_prompts:
-        from specdec.distill import eval as distill_eval
-
-        eval_prompts = distill_data.read_prompts(Path(args.eval_prompts))
-        metrics = distill_eval.measure(target, draft, tokenizer, eval_prompts, args.eval_tokens)
-        metrics["eval_prompts"] = Path(args.eval_prompts).name
-        _write_json(work / "metrics.json", metrics)
-        print("distill: " + json.dumps(metrics))
+    metrics = measure_if_asked(args, work, lambda prompts: distill_eval.measure(target, draft, tokenizer, prompts,
+                                                                               args.eval_tokens))
     distill_train.export(draft, tokenizer, out, args.export_dtype)
     summary = distill_train.data_summary(records)
     state = json.loads((work / "times.json").read_text()) if (work / "times.json").exists() else {}
     (out / "README.md").write_text(model_card(args, plan, summary, state, metrics, draft), encoding="utf-8")
     print(f"distill: draft written to {out}")
+
+
+def run_eagle(args, target, tokenizer, plan, options, work: Path, out: Path, device: str, last: int) -> None:
+    import torch
+
+    from specdec.distill import eagle
+    from specdec.runtime.eagle_head import save_head
+
+    examples = eagle.extract_features(target, work / "data", device)
+    if not examples:
+        raise SystemExit("distill: no training data (raise --gen-minutes)")
+    eagle_options = eagle.EagleOptions(args.slice_size, args.ttt_steps, args.reg_weight, args.hard_weight,
+                                       args.soft_weight)
+    head = eagle.train_head(args.target, target, examples, eagle_options, options, work, device)
+    if last < 3:
+        return
+    metrics = measure_if_asked(args, work, lambda prompts: eagle.measure(target, head, tokenizer, prompts,
+                                                                         args.eval_tokens))
+    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    save_head(head, out, dtypes[args.export_dtype])
+    tokenizer.padding_side = "right"
+    tokenizer.save_pretrained(out)  # the target's: the head's ids are its ids
+    state = json.loads((work / "times.json").read_text()) if (work / "times.json").exists() else {}
+    (out / "README.md").write_text(eagle.model_card(args, plan, examples, state, metrics, head, _argv_of(args)),
+                                   encoding="utf-8")
+    print(f"distill: eagle head written to {out}")
+
+
+def measure_if_asked(args, work: Path, measure) -> dict | None:
+    """With --eval-prompts: measure(prompts) -> metrics, printed and kept in WORK/metrics.json."""
+    if not args.eval_prompts:
+        return None
+    from specdec.distill import data as distill_data
+
+    metrics = measure(distill_data.read_prompts(Path(args.eval_prompts)))
+    metrics["eval_prompts"] = Path(args.eval_prompts).name
+    _write_json(work / "metrics.json", metrics)
+    print("distill: " + json.dumps(metrics))
+    return metrics
 
 
 def model_card(args, plan, summary: dict, times: dict, metrics: dict | None, draft) -> str:
@@ -205,9 +250,12 @@ def _argv_of(args) -> list[str]:
         "prompts": "" if args.prompts == PROMPTS_FILE else args.prompts.name,
         "eval_prompts": Path(args.eval_prompts).name if args.eval_prompts else "",
     }
-    keys = ["target", "out", "prompts", "max_prompts", "passes", "gen_minutes", "gen_batch_size", "max_new_tokens", "topk",
-            "hidden", "layers", "heads", "kv_heads", "intermediate", "minutes", "max_steps", "batch_tokens", "lr",
-            "hard_weight", "soft_weight", "embed_lr_scale", "bf16", "threads", "export_dtype", "eval_prompts", "eval_tokens", "seed"]
+    keys = ["target", "out", "method", "prompts", "max_prompts", "passes", "gen_minutes", "gen_batch_size", "max_new_tokens",
+            "topk"]
+    keys += (["slice_size", "ttt_steps", "reg_weight"] if args.method == "eagle"
+             else ["hidden", "layers", "heads", "kv_heads", "intermediate", "embed_lr_scale"])
+    keys += ["minutes", "max_steps", "batch_tokens", "lr", "hard_weight", "soft_weight", "bf16", "threads", "export_dtype",
+             "eval_prompts", "eval_tokens", "seed"]
     argv = []
     for key in keys:
         value = shown.get(key, getattr(args, key))

@@ -18,6 +18,7 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -46,14 +47,17 @@ def agreement(draft, prompt: list[int], answer: list[int]) -> list[bool]:
     return (logits.argmax(-1).cpu() == torch.tensor(answer)).tolist()
 
 
-def speculative_greedy(matches: list[bool], k: int) -> tuple[int, int, int]:
-    """(drafted, accepted, target calls) for greedy speculative decoding of this answer with k drafts."""
+def speculative_greedy(matches: list[bool] | list[list[bool]], k: int) -> tuple[int, int, int]:
+    """(drafted, accepted, target calls) for greedy speculative decoding of this answer with k drafts.
+    `matches[j]`: whether a draft of answer[j] is right; or, for a drafter whose t-th draft of a block
+    differs from its first (an EAGLE head drafts from its own guesses), `matches[t][j]` for the t-th."""
+    by_step = matches if matches and isinstance(matches[0], list) else [matches]
     drafted = accepted = calls = 0
-    i, n = 0, len(matches)
+    i, n = 0, len(by_step[0])
     while i < n:
         block = min(k, n - i - 1) if n - i > 1 else 0  # the target's last token needs no drafting
         a = 0
-        while a < block and matches[i + a]:
+        while a < block and by_step[min(a, len(by_step) - 1)][i + a]:
             a += 1
         drafted += block
         accepted += a
@@ -65,22 +69,32 @@ def speculative_greedy(matches: list[bool], k: int) -> tuple[int, int, int]:
 @torch.inference_mode()
 def step_costs(target, draft, context: list[int], steps: int = 40) -> tuple[float, float]:
     """Median seconds of one decode step with a warm KV cache: (draft, target), interleaved."""
-    lms = {
-        name: kv_cache_for(model, 1 << 30, min(ModelOptions.max_context, max_context(model)))
-        for name, model in (("draft", draft), ("target", target))
-    }
-    times = {"draft": [], "target": []}
-    for name, lm in lms.items():
-        lm.logits("s", context, 1)
-        lm.logits("s", context + [context[-1]], 1)  # warm-up
+    times = interleaved_medians({"draft": decode_calls(draft, context), "target": decode_calls(target, context)}, steps)
+    return times["draft"], times["target"]
+
+
+def decode_calls(model, context: list[int]) -> tuple[Callable[[], object], Callable[[int], object]]:
+    """(reset, step) for interleaved_medians: a decode step after `context`, through the services' KV cache."""
+    lm = kv_cache_for(model, 1 << 30, min(ModelOptions.max_context, max_context(model)))
+    return (lambda: lm.logits("s", context, 1),  # back to the context (a crop), not timed
+            lambda i: lm.logits("s", context + [context[(i + 7) % len(context)]], 1))
+
+
+def interleaved_medians(calls: dict[str, tuple[Callable[[], object], Callable[[int], object]]], steps: int) -> dict[str, float]:
+    """Median seconds of each name's step(i), run after its untimed reset(), the names taking turns (in
+    alternating order) so that machine drift hits all alike; one warm-up each first."""
+    for reset, step in calls.values():
+        reset()
+        step(0)
+    times: dict[str, list[float]] = {name: [] for name in calls}
     for i in range(steps):
-        for name, lm in (lms.items() if i % 2 == 0 else reversed(list(lms.items()))):
-            ids = context + [context[(i + 7) % len(context)]]
-            lm.logits("s", context, 1)  # back to the context (a crop), not timed
+        for name in (list(calls) if i % 2 == 0 else list(reversed(calls))):
+            reset, step = calls[name]
+            reset()
             started = time.perf_counter()
-            lm.logits("s", ids, 1)
+            step(i)
             times[name].append(time.perf_counter() - started)
-    return statistics.median(times["draft"]), statistics.median(times["target"])
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def measure(target, draft, tokenizer, prompts: list[str], max_new_tokens: int = 128, k_values=(2, 3, 4, 6)) -> dict:

@@ -21,8 +21,10 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -112,13 +114,13 @@ def _examples(records: list[dict]) -> list[tuple[list[int], int, torch.Tensor, t
     return out
 
 
-def _batches(examples, batch_tokens: int, rng: random.Random):
+def _batches(examples: list, batch_tokens: int, rng: random.Random, size: Callable[[Any], int]):
     order = list(range(len(examples)))
     rng.shuffle(order)
     batch, tokens = [], 0
     for i in order:
         batch.append(examples[i])
-        tokens += examples[i][2].shape[0]
+        tokens += size(examples[i])
         if tokens >= batch_tokens:
             yield batch
             batch, tokens = [], 0
@@ -153,37 +155,47 @@ def _loss(draft, batch, device: str, options: TrainOptions) -> tuple[torch.Tenso
 
 def train(target, tokenizer, records: list[dict], config: DraftConfig, options: TrainOptions, work: Path,
           device: str) -> LlamaForCausalLM:
+    torch.manual_seed(options.seed)
+    draft = build_draft(target, config)
+    info: dict = {}
+    if not (work / "checkpoint.pt").exists():
+        info = init_from_target(target, draft, records, device)
+        print(f"distill: init: {json.dumps(info)}")
+    embed = draft.get_input_embeddings().weight
+    others = [p for p in draft.parameters() if p is not embed]
+    groups = [{"params": [embed], "lr_scale": options.embed_lr_scale, "weight_decay": 0.0},
+              {"params": others, "lr_scale": 1.0, "weight_decay": 0.01}]
+    return fit(draft, _examples(records), lambda model, batch, dev: _loss(model, batch, dev, options), options, work,
+               device, groups, asdict(config), info, size=lambda example: example[2].shape[0])
+
+
+def fit(model: torch.nn.Module, examples: list, loss_fn: Callable, options: TrainOptions, work: Path, device: str,
+        groups: list[dict], signature: dict, info: dict, size: Callable[[Any], int]) -> torch.nn.Module:
+    """The training loop every draft shares: AdamW over `groups` (each with an lr_scale), warm-up and cosine
+    decay over the time budget, a held-out slice whose agreement (the loss's "acc") picks the exported
+    weights, and a checkpoint in `work` that a rerun with the same `signature` resumes from.
+    loss_fn(model, batch, device) -> (loss, stats with "acc" and "tokens"); size(example) -> its tokens."""
     work.mkdir(parents=True, exist_ok=True)
     checkpoint_path = work / "checkpoint.pt"
     best_path = work / "best.pt"
-    torch.manual_seed(options.seed)
     rng = random.Random(options.seed)
-    draft = build_draft(target, config)
-    info: dict = {}
-    if not checkpoint_path.exists():
-        info = init_from_target(target, draft, records, device)
-        print(f"distill: init: {json.dumps(info)}")
-    draft.to(device).train()
-    embed = draft.get_input_embeddings().weight
-    others = [p for p in draft.parameters() if p is not embed]
-    optimizer = torch.optim.AdamW([{"params": [embed], "lr_scale": options.embed_lr_scale, "weight_decay": 0.0},
-                                   {"params": others, "lr_scale": 1.0, "weight_decay": 0.01}], lr=options.lr, betas=(0.9, 0.98))
-    state = {"step": 0, "seconds": 0.0, "tokens": 0, "epoch": 0, "config": asdict(config), "init": info}
+    model.to(device).train()
+    optimizer = torch.optim.AdamW(groups, lr=options.lr, betas=(0.9, 0.98))
+    state = {"step": 0, "seconds": 0.0, "tokens": 0, "epoch": 0, "config": signature, "init": info}
     if checkpoint_path.exists():
         saved = torch.load(checkpoint_path, weights_only=True, map_location=device)
-        if saved["state"]["config"] != asdict(config):
-            raise SystemExit(f"distill: {checkpoint_path} is for {saved['state']['config']}, not {asdict(config)}; "
+        if saved["state"]["config"] != signature:
+            raise SystemExit(f"distill: {checkpoint_path} is for {saved['state']['config']}, not {signature}; "
                              "use another --work or the same model flags")
-        draft.load_state_dict(saved["model"])
+        model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         state = saved["state"]
         rng.setstate(saved["rng"])
         print(f"distill: resuming from {checkpoint_path} at step {state['step']} ({state['seconds'] / 60:.1f} min trained)")
 
-    examples = _examples(records)
     held_out = examples[:: options.val_every] if len(examples) >= 4 * options.val_every else []
     examples = [e for i, e in enumerate(examples) if not held_out or i % options.val_every]
-    data_tokens = sum(e[2].shape[0] for e in examples)
+    data_tokens = sum(size(e) for e in examples)
     budget_s = options.minutes * 60
 
     def progress() -> float:
@@ -198,14 +210,14 @@ def train(target, tokenizer, records: list[dict], config: DraftConfig, options: 
     def validate() -> float:
         if not held_out:
             return float("nan")
-        draft.eval()
+        model.eval()
         hits = total = 0
         with torch.no_grad():
-            for batch in _batches(held_out, options.batch_tokens, random.Random(0)):
-                _, stats = _loss(draft, batch, device, options)
+            for batch in _batches(held_out, options.batch_tokens, random.Random(0), size):
+                _, stats = loss_fn(model, batch, device)
                 hits += stats["acc"] * stats["tokens"]
                 total += stats["tokens"]
-        draft.train()
+        model.train()
         return hits / total
 
     def save() -> None:
@@ -213,23 +225,24 @@ def train(target, tokenizer, records: list[dict], config: DraftConfig, options: 
         if held_out and state["val_acc"] > state.get("best_val_acc", -1.0):
             state["best_val_acc"], state["best_step"] = state["val_acc"], state["step"]
             tmp = best_path.with_suffix(".tmp")
-            torch.save(draft.state_dict(), tmp)
+            torch.save(model.state_dict(), tmp)
             os.replace(tmp, best_path)
         print(f"\ndistill: step {state['step']}: held-out agreement with the target's argmax {state['val_acc']:.3f} "
               f"(best {state.get('best_val_acc', float('nan')):.3f} at step {state.get('best_step')})", flush=True)
         tmp = checkpoint_path.with_suffix(".tmp")
-        torch.save({"model": draft.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
                     "rng": rng.getstate()}, tmp)
         os.replace(tmp, checkpoint_path)
 
-    print(f"distill: training {sum(p.numel() for p in draft.parameters()) / 1e6:.2f} M parameters on {len(examples)} answers "
+    trained = sum(p.numel() for group in groups for p in group["params"])
+    print(f"distill: training {trained / 1e6:.2f} M parameters on {len(examples)} answers "
           f"({data_tokens} tokens), {options.batch_tokens} tokens/step, budget {options.minutes:g} min"
           + (f" / {options.max_steps} steps" if options.max_steps else "") + f", device {device}")
     bar = tqdm(total=100, initial=int(100 * progress()), desc="distill: training", unit="%", dynamic_ncols=True)
     last_save = time.monotonic()
     ema = None
     while not done():
-        for batch in _batches(examples, options.batch_tokens, rng):
+        for batch in _batches(examples, options.batch_tokens, rng, size):
             if done():
                 break
             started = time.monotonic()
@@ -237,10 +250,10 @@ def train(target, tokenizer, records: list[dict], config: DraftConfig, options: 
             lr = options.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress())))
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["lr_scale"]
-            loss, stats = _loss(draft, batch, device, options)
+            loss, stats = loss_fn(model, batch, device)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(draft.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_([p for group in groups for p in group["params"]], 1.0)
             optimizer.step()
             elapsed = time.monotonic() - started
             state["step"] += 1
@@ -248,7 +261,8 @@ def train(target, tokenizer, records: list[dict], config: DraftConfig, options: 
             state["tokens"] += stats["tokens"]
             ema = stats if ema is None else {k: 0.9 * ema[k] + 0.1 * stats[k] for k in stats}
             bar.n = int(100 * progress())
-            bar.set_postfix(step=state["step"], epoch=state["epoch"], loss=f"{float(loss.detach()):.3f}", acc=f"{ema['acc']:.3f}",
+            bar.set_postfix(step=state["step"], epoch=state["epoch"], loss=f"{float(loss.detach()):.3f}",
+                            **{k: f"{v:.3f}" for k, v in ema.items() if k.startswith("acc")},
                             tok_s=f"{stats['tokens'] / elapsed:.0f}", lr=f"{lr:.1e}")
             if time.monotonic() - last_save > options.checkpoint_every_s:
                 save()
@@ -261,13 +275,13 @@ def train(target, tokenizer, records: list[dict], config: DraftConfig, options: 
     times_path = work / "times.json"
     times = json.loads(times_path.read_text()) if times_path.exists() else {}
     if best_path.exists() and state.get("best_val_acc", -1.0) > state.get("val_acc", -1.0):
-        draft.load_state_dict(torch.load(best_path, map_location=device))
+        model.load_state_dict(torch.load(best_path, map_location=device))
         print(f"distill: exporting the best held-out step {state['best_step']} ({state['best_val_acc']:.3f})")
     times.update({"val_acc": state.get("val_acc"), "best_val_acc": state.get("best_val_acc"), "best_step": state.get("best_step"),
                   "train_seconds": state["seconds"], "train_steps": state["step"], "train_tokens": state["tokens"],
                   "device": device, "init": state.get("init", {}), "train_acc_ema": ema["acc"] if ema else None})
     times_path.write_text(json.dumps(times, indent=2))
-    return draft.eval()
+    return model.eval()
 
 
 def export(draft, tokenizer, out: Path, dtype: str) -> None:

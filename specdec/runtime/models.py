@@ -1,7 +1,8 @@
 """Loading models and tokenizers from any of the forms a user names them by.
 
 A model is named by a Hugging Face id, a local directory, a `.gguf` file, `default` (the
-embedded SmolLM2-135M-Instruct, see specdec.default_models) or `default-draft` (the draft distilled for it).
+embedded SmolLM2-135M-Instruct, see specdec.default_models), `default-draft` (the draft LM distilled for it)
+or `default-eagle` (the EAGLE head trained for it).
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from specdec.default_models import DEFAULT_DRAFT, DEFAULT_MODEL, ensure_embedded_model, shipped_draft_dir
+from specdec.default_models import (
+    DEFAULT_DRAFT,
+    DEFAULT_EAGLE,
+    DEFAULT_MODEL,
+    SHIPPED_EAGLE,
+    ensure_embedded_model,
+    shipped_draft_dir,
+)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -30,6 +38,8 @@ class ModelSource:
             return cls(str(ensure_embedded_model()))
         if spec == DEFAULT_DRAFT:
             return cls(str(shipped_draft_dir()))
+        if spec == DEFAULT_EAGLE:
+            return cls(str(shipped_draft_dir(SHIPPED_EAGLE)))
         path = Path(spec).expanduser()
         if path.suffix == ".gguf":
             if not path.is_file():
