@@ -84,9 +84,8 @@ class DraftServicer(draft_pb2_grpc.DraftServicer):
             request.features if request.HasField("features") else None,
             width=info.feature_size, num_tokens=len(tokens), max_context=info.max_context,
         )
-        return propose_with_eagle(
-            request.session_id, tokens, request.num_tokens, params, request.seed, features, vocab_size
-        )
+        return propose_with_eagle(self._model.lm, request.session_id, tokens, request.num_tokens, params, request.seed,
+                                  features)
 
     async def EndSession(self, request: draft_pb2.DraftEndSessionRequest, context: grpc.aio.ServicerContext):
         await self._end_session(request.session_id)
