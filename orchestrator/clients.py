@@ -6,7 +6,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 import grpc
 import torch
@@ -33,6 +33,17 @@ class CallMeter:
     draft_compute_seconds: float = 0.0  # as the services report computing
     target_compute_seconds: float = 0.0
     wire_bytes: int = 0
+
+
+class Drafted(NamedTuple):
+    proposal: Proposal
+    features_from: int | None  # set when the replica lacks the session's features from there (no proposal)
+
+
+class Scored(NamedTuple):
+    num_accepted: int  # n
+    p_next: common_pb2.ProbRows  # as it came over the wire: decode it only if the step needs the row
+    features: common_pb2.Features | None  # of the positions the step commits, when asked for
 
 
 Request = TypeVar("Request")
@@ -170,13 +181,14 @@ class DraftClient(_Upstream):
 
     async def propose(
         self, session_id: str, token_ids: list[int], k: int, method: str, params: SamplingParams, seed: int,
-        vocab_size: int, meter: CallMeter, timeout_s: float,
-    ) -> Proposal:
+        vocab_size: int, meter: CallMeter, timeout_s: float, features: common_pb2.Features | None = None,
+    ) -> Drafted:
         """Greedy proposals come without rows: q is one-hot at each x_i and nothing reads it. Not
-        resent beyond one fresh stream: a draft that cannot answer in time is skipped, not waited for."""
+        resent beyond one fresh stream: a draft that cannot answer in time is skipped, not waited for.
+        `features`: the target's rows a feature drafter has not been sent yet."""
         message = draft_pb2.ProposeStreamRequest(request=draft_pb2.ProposeRequest(
             session_id=session_id, token_ids=token_ids, num_tokens=k, sampling=sampling_to_proto(params),
-            seed=seed, method=DRAFT_METHODS[method], tokenizer_fingerprint=self.fingerprint,
+            seed=seed, method=DRAFT_METHODS[method], tokenizer_fingerprint=self.fingerprint, features=features,
         ))
         started = time.perf_counter()
         reply_message = await self._streams.call(session_id, message, time.monotonic() + min(timeout_s, self.timeout_s))
@@ -184,7 +196,9 @@ class DraftClient(_Upstream):
         reply = reply_message.response
         meter.draft_compute_seconds += reply.compute_seconds
         meter.wire_bytes += message.ByteSize() + reply_message.ByteSize()
-        return Proposal(list(reply.token_ids), None if params.greedy else decode_rows(reply.probs, vocab_size))
+        if reply.HasField("features_from"):
+            return Drafted(Proposal([], None), reply.features_from)
+        return Drafted(Proposal(list(reply.token_ids), None if params.greedy else decode_rows(reply.probs, vocab_size)), None)
 
 
 class TargetClient(_Upstream):
@@ -213,15 +227,16 @@ class TargetClient(_Upstream):
         params: SamplingParams,
         meter: CallMeter,
         deadline: float | None,
-    ) -> tuple[int, common_pb2.ProbRows]:
-        """(n accepted drafts, p_{n+1} as it came over the wire: decode it only if the step needs the row).
+        features_from: int | None = None,
+    ) -> Scored:
+        """The verdict on the block, with the features of positions features_from..L-1+n if asked for.
 
         Resent to any replica until the step's time is up: the call timeout, or the request's
         `deadline` (time.monotonic()) if that comes first."""
         message = target_pb2.ScoreStreamRequest(request=target_pb2.ScoreRequest(
             session_id=session_id, token_ids=token_ids, draft_token_ids=draft_token_ids,
             sampling=sampling_to_proto(params), draft_token_probs=q_x.tolist(), uniforms=u.tolist(),
-            tokenizer_fingerprint=self.fingerprint,
+            tokenizer_fingerprint=self.fingerprint, features_from=features_from,
         ))
         started = time.perf_counter()
         step_deadline = time.monotonic() + self.timeout_s
@@ -231,8 +246,8 @@ class TargetClient(_Upstream):
         meter.target_seconds += time.perf_counter() - started
         reply = reply_message.response
         meter.target_compute_seconds += reply.compute_seconds
-        meter.wire_bytes += message.ByteSize() + reply_message.ByteSize()
-        return reply.num_accepted, reply.probs
+        meter.wire_bytes += message.ByteSize() + reply_message.ByteSize()  # features included
+        return Scored(reply.num_accepted, reply.probs, reply.features if reply.HasField("features") else None)
 
 
 def open_channel(address: str, tls: TlsFiles | None = None) -> grpc.aio.Channel:

@@ -1,7 +1,8 @@
 """The speculative loop: propose, score, accept/correct, commit, repeat.
 
 The orchestrator alone owns a stream's committed tokens and its randomness; every draft and
-target call carries the full sequence, so each call is idempotent and any replica can serve it.
+target call carries the full sequence, so each call is idempotent and any replica can serve it. For a
+feature drafter it also keeps the target's features of the committed positions (orchestrator.features).
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from opentelemetry import trace
 
 from orchestrator import metrics
 from orchestrator.adaptive_k import AdaptiveK, CostModel, Plan
-from orchestrator.clients import CallMeter, DraftClient, TargetClient
+from orchestrator.clients import CallMeter, DraftClient, Drafted, TargetClient
 from orchestrator.draft_guard import REQUEST_ERRORS, DraftGuard
+from orchestrator.features import FeatureLedger
 from orchestrator.request import GenerationConfig
 from specdec.runtime.ngram import find_ngram
 from specdec.runtime.speculative import Proposal, correct, draw_uniforms
 from specdec.runtime.wire import decode_rows, row_argmax
+from specdec.v1 import common_pb2
 
 log = logging.getLogger("specdec")
 
@@ -93,6 +96,9 @@ class SpeculativeLoop:
         self._deadline = deadline
         self._can_draft = config.draft != "none"  # False once the draft said it cannot serve this request
         self._draft_seen = 0  # how much of the sequence the draft has been sent: the rest is its catch-up
+        # A feature drafter drafts from the target's features: every Score asks for those it lacks.
+        feature_size = draft.info.feature_size if config.draft == "model" else 0
+        self._features = FeatureLedger(feature_size) if feature_size else None
 
     async def tokens(self) -> AsyncIterator[list[int]]:
         """Yields the tokens each iteration commits, until config.max_new_tokens are out."""
@@ -103,8 +109,10 @@ class SpeculativeLoop:
             # Never draft past the budget: an iteration commits up to k + 1 tokens.
             limit = budget - generated - 1
             match_n, continuation = find_ngram(committed, self._config.k) if self._lookup else (0, [])
-            # While the draft is skipped, one iteration per backoff period is let through as its probe.
-            drafter = self._can_draft and self._guard.breaker.allow()
+            # While the draft is skipped, one iteration per backoff period is let through as its probe. A
+            # feature drafter waits for the first Score's features (the prompt's): that iteration is plain.
+            features_ready = self._features is None or self._features.ready(len(committed))
+            drafter = self._can_draft and features_ready and self._guard.breaker.allow()
             if self._adaptive_k:
                 plan = self._adaptive_k.choose(limit, match_n, len(continuation), drafter=drafter)
             else:
@@ -136,9 +144,13 @@ class SpeculativeLoop:
         drafts, q = proposal.token_ids, proposal.q
         u = draw_uniforms(len(drafts), greedy, self._generator)
         q_x = torch.zeros(0) if q is None else q[torch.arange(len(drafts)), torch.tensor(drafts, dtype=torch.long)]
-        n, p_next = await self._target.score(
-            self._session_id, committed, drafts, q_x, u, config.params, meter, self._deadline
+        wants_features = self._features is not None and self._can_draft
+        n, p_next, features = await self._target.score(
+            self._session_id, committed, drafts, q_x, u, config.params, meter, self._deadline,
+            features_from=self._features.end if wants_features else None,
         )
+        if features is not None:
+            self._features.add(features)
         if greedy:  # the correction is the target's argmax: no need to widen the row
             token = row_argmax(p_next)
         else:
@@ -174,11 +186,21 @@ class SpeculativeLoop:
         # Never past the request's own deadline; a draft cut short by it is not the draft's fault.
         request_left_s = float("inf") if self._deadline is None else max(self._deadline - time.monotonic(), 0.0)
         before = self._stats.meter.draft_seconds
-        try:
-            proposal = await self._draft.propose(
+
+        async def propose(features: common_pb2.Features | None) -> Drafted:
+            return await self._draft.propose(
                 self._session_id, committed, k, config.draft, config.params, seed, self._target.info.vocab_size,
-                self._stats.meter, timeout_s=min(draft_timeout_s, request_left_s),
+                self._stats.meter, timeout_s=min(draft_timeout_s, request_left_s), features=features,
             )
+
+        try:
+            drafted = await propose(self._features.unsent() if self._features else None)
+            if drafted.features_from is not None:  # a replica without the session's features: once, from there
+                if self._features is None or not 0 <= drafted.features_from <= self._features.end:
+                    log.warning("the draft asked for features from position %d, which session %s does not have",
+                                drafted.features_from, self._session_id)
+                    return None
+                drafted = await propose(self._features.rows_from(drafted.features_from))
         except grpc.aio.AioRpcError as error:
             if error.code() in REQUEST_ERRORS:  # this request only: the service is fine for the others
                 log.info("the draft cannot serve session %s (%s): it decodes without drafts",
@@ -190,4 +212,10 @@ class SpeculativeLoop:
         self._guard.breaker.succeeded()
         draft_deadline.observe(catch_up, k, self._stats.meter.draft_seconds - before)
         self._draft_seen = len(committed)
-        return proposal
+        if drafted.features_from is not None:  # still without features: this iteration runs without drafts
+            log.info("the draft still lacks session %s's features from position %d after a resend",
+                     self._session_id, drafted.features_from)
+            return None
+        if self._features is not None:
+            self._features.sent()
+        return drafted.proposal

@@ -77,6 +77,13 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
                 "tokenizer vocabulary, so draft token ids would mean other text to the target; pick a draft "
                 "trained with the target's tokenizer, or serve the draft without --model (n-gram drafting)"
             )
+        if draft_info.feature_size and draft_info.feature_size != target_info.feature_size:
+            returned = f"{target_info.feature_size}-wide ones" if target_info.feature_size else "none"
+            raise RuntimeError(
+                f"the draft model {draft_info.model!r} drafts from {draft_info.feature_size}-wide features, but the "
+                f"target model {target_info.model!r} returns {returned}; pick a "
+                "draft head trained on this target's features, or serve the draft without --model (n-gram drafting)"
+            )
         default_draft = self._default_draft or ("model" if draft_info.model else "ngram")
         if default_draft == "model" and not draft_info.model:
             raise RuntimeError("--default-draft model, but the draft service has no model loaded")
