@@ -12,8 +12,6 @@ returns no rows and `features_needed_from` says where the caller must resend fro
 
 from __future__ import annotations
 
-import heapq
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -22,39 +20,31 @@ import torch.nn.functional as F
 from specdec.runtime.cached_lm import Step, StepOutput, common_prefix_len
 from specdec.runtime.eagle_head import EagleHead, _expand
 from specdec.runtime.features import FeatureRows
+from specdec.runtime.slots import SlotSession, SlotSessions
 
 
 @dataclass
-class _Session:
-    slot: int
-    token_ids: list[int]  # the tokens whose keys/values the slot holds
+class _Session(SlotSession):
     true_len: int = 0  # positions [0, true_len) read the target's features
     last_g: torch.Tensor | None = None  # [d] the head's output at position len(token_ids) - 1
 
 
-class EagleLM:
+class EagleLM(SlotSessions[_Session]):
     needs_features = True  # ModelInfo.feature_size: what the orchestrator must ask the target for
 
     def __init__(self, head: EagleHead, cache_budget_bytes: int, capacity: int) -> None:
         self.model = head
         c = head.config
-        self.vocab_size, self.feature_size, self.capacity = c.vocab_size, c.hidden_size, capacity
+        self.vocab_size, self.feature_size = c.vocab_size, c.hidden_size
         self.device = head.slice_ids.device
         dtype = next(head.parameters()).dtype
         bytes_per_slot = 2 * c.num_kv_heads * capacity * c.head_dim * dtype.itemsize
-        self.num_slots = max(1, cache_budget_bytes // bytes_per_slot)
-        self.bytes_per_slot = bytes_per_slot
+        super().__init__(max(1, cache_budget_bytes // bytes_per_slot), capacity, bytes_per_slot)
         # Allocated empty (memory is committed as slots fill) and zeroed when a session takes a slot:
         # a masked key still multiplies its zero weight by its value, so values must be finite.
         shape = (self.num_slots, c.num_kv_heads, capacity, c.head_dim)
         self.keys = torch.empty(shape, dtype=dtype, device=self.device)
         self.values = torch.empty(shape, dtype=dtype, device=self.device)
-        self._sessions: OrderedDict[str, _Session] = OrderedDict()  # least recently used first
-        self._free = list(range(self.num_slots))
-
-    @property
-    def max_batch_rows(self) -> int:
-        return self.num_slots
 
     def features_needed_from(self, session_id: str, token_ids: list[int], features: FeatureRows | None) -> int | None:
         """None when a step can be computed; else the first position whose feature the caller must send."""
@@ -126,28 +116,6 @@ class EagleLM:
             results[i] = StepOutput(logits[b : b + 1], None)
         return results
 
-    def uncached_len(self, session_id: str, token_ids: list[int]) -> int:
-        session = self._sessions.get(session_id)
-        return len(token_ids) - (common_prefix_len(session.token_ids, token_ids) if session is not None else 0)
-
-    def end_session(self, session_id: str) -> None:
-        session = self._sessions.pop(session_id, None)
-        if session is not None:
-            heapq.heappush(self._free, session.slot)
-
-    @property
-    def cached_bytes(self) -> int:
-        return len(self._sessions) * self.bytes_per_slot
-
-    @property
-    def cache_usage(self) -> float:
-        held = sum(len(session.token_ids) for session in list(self._sessions.values()))
-        return held / (self.num_slots * self.capacity)
-
-    @property
-    def num_sessions(self) -> int:
-        return len(self._sessions)
-
     def _reuse(self, session: _Session | None, token_ids: list[int], features: FeatureRows | None) -> int:
         """How many leading positions of the slot a step keeps: the common prefix, short of the position
         whose logits it returns, and short of the drafted positions when the target's features for them
@@ -159,14 +127,7 @@ class EagleLM:
             reuse = min(reuse, session.true_len)
         return reuse
 
-    def _claim(self, session_id: str, batch: list[Step]) -> _Session:
-        session = self._sessions.pop(session_id, None)
-        if session is None:
-            if not self._free:
-                in_batch = {step.session_id for step in batch}
-                self.end_session(next(s for s in self._sessions if s not in in_batch))
-            session = _Session(heapq.heappop(self._free), [])
-            self.keys[session.slot].zero_()
-            self.values[session.slot].zero_()
-        self._sessions[session_id] = session
-        return session
+    def _new_session(self, slot: int) -> _Session:
+        self.keys[slot].zero_()
+        self.values[slot].zero_()
+        return _Session(slot, [])

@@ -16,26 +16,18 @@ handed out lowest first, so a steady set of sessions is), else one gather.
 
 from __future__ import annotations
 
-import heapq
 import inspect
-from collections import OrderedDict
-from dataclasses import dataclass
 
 import torch
 from transformers import Cache, DynamicCache, PreTrainedModel
 
 from specdec.runtime.cached_lm import CachedLM, Step, StepOutput, common_prefix_len
 from specdec.runtime.features import feature_tap
+from specdec.runtime.slots import SlotSession, SlotSessions
 
 MAX_BATCH_NEW_TOKENS = 32  # a batched row's new tokens (a decode or verify step); longer steps run alone
 _PAD_SLACK = MAX_BATCH_NEW_TOKENS
 _ZERO_BLOCK = 256  # tokens of a slot zeroed at a time, ahead of its first use
-
-
-@dataclass
-class _Session:
-    slot: int
-    token_ids: list[int]  # the tokens whose keys/values the slot holds, in order
 
 
 class _BatchCache(Cache):
@@ -64,12 +56,11 @@ class _BatchCache(Cache):
         return self._kv_length - self._write_positions.shape[1]
 
 
-class SlotLM:
+class SlotLM(SlotSessions[SlotSession]):
     def __init__(self, model: PreTrainedModel, cache_budget_bytes: int, capacity: int) -> None:
         self.model = model
         self.device = next(model.parameters()).device
         self.vocab_size = int(model.get_output_embeddings().out_features)
-        self.capacity = capacity  # tokens per session
         self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
         self._features = feature_tap(model)
         # The per-layer key/value shapes, as the model itself lays them out.
@@ -79,7 +70,8 @@ class SlotLM:
         layers = [(layer.keys.shape[1], layer.keys.shape[3], layer.values.shape[3]) for layer in probe.layers]
         dtype = probe.layers[0].keys.dtype
         bytes_per_token = sum(heads * (key_dim + value_dim) for heads, key_dim, value_dim in layers) * dtype.itemsize
-        self.num_slots = max(1, cache_budget_bytes // (bytes_per_token * (capacity + _PAD_SLACK)))
+        super().__init__(max(1, cache_budget_bytes // (bytes_per_token * (capacity + _PAD_SLACK))), capacity,
+                         bytes_per_token * capacity)
         # Allocated empty, so memory is committed as slots fill, and zeroed ahead of use in blocks:
         # a masked position still multiplies its zero attention weight by its value, so it must be
         # finite. _zeroed[slot] is how far that slot is.
@@ -87,13 +79,6 @@ class SlotLM:
         self.keys = [torch.empty(self.num_slots, h, self._length, d, dtype=dtype, device=self.device) for h, d, _ in layers]
         self.values = [torch.empty(self.num_slots, h, self._length, d, dtype=dtype, device=self.device) for h, _, d in layers]
         self._zeroed = [0] * self.num_slots
-        self.bytes_per_slot = bytes_per_token * capacity
-        self._sessions: OrderedDict[str, _Session] = OrderedDict()  # least recently used first
-        self._free = list(range(self.num_slots))  # a heap: the lowest free slot is handed out first
-
-    @property
-    def max_batch_rows(self) -> int:
-        return self.num_slots
 
     @torch.inference_mode()
     def forward(self, steps: list[Step]) -> list[StepOutput]:
@@ -158,29 +143,6 @@ class SlotLM:
     def logits(self, session_id: str, token_ids: list[int], num_logits: int) -> torch.Tensor:
         return self.forward([Step(session_id, token_ids, num_logits)])[0].logits
 
-    def uncached_len(self, session_id: str, token_ids: list[int]) -> int:
-        session = self._sessions.get(session_id)
-        return len(token_ids) - (common_prefix_len(session.token_ids, token_ids) if session is not None else 0)
-
-    def end_session(self, session_id: str) -> None:
-        session = self._sessions.pop(session_id, None)
-        if session is not None:
-            heapq.heappush(self._free, session.slot)
-
-    @property
-    def cached_bytes(self) -> int:
-        return len(self._sessions) * self.bytes_per_slot
-
-    @property
-    def cache_usage(self) -> float:
-        """Fraction of the slots' token capacity holding keys/values: what gateways route on."""
-        held = sum(len(session.token_ids) for session in list(self._sessions.values()))
-        return held / (self.num_slots * self.capacity)
-
-    @property
-    def num_sessions(self) -> int:
-        return len(self._sessions)
-
     def _zero_ahead(self, slot: int, length: int) -> None:
         start = self._zeroed[slot]
         if start >= length:
@@ -190,18 +152,8 @@ class SlotLM:
             tensor[slot, :, start:end].zero_()
         self._zeroed[slot] = end
 
-    def _claim(self, session_id: str, batch: list[Step]) -> _Session:
-        """The session's slot, marked most recently used; a new session takes a free slot or evicts
-        the least recently used session outside this batch."""
-        session = self._sessions.pop(session_id, None)
-        if session is None:
-            if not self._free:
-                in_batch = {step.session_id for step in batch}
-                victim = next(s for s in self._sessions if s not in in_batch)
-                self.end_session(victim)
-            session = _Session(heapq.heappop(self._free), [])
-        self._sessions[session_id] = session
-        return session
+    def _new_session(self, slot: int) -> SlotSession:
+        return SlotSession(slot, [])
 
 
 def _causal_mask(write_positions: torch.Tensor, kv_length: int, dtype: torch.dtype) -> torch.Tensor:
