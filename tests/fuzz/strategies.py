@@ -147,7 +147,8 @@ def _exactly(n: int, values: st.SearchStrategy) -> st.SearchStrategy[list]:
 
 @st.composite
 def score_requests(draw: st.DrawFn) -> target_pb2.ScoreRequest:
-    mix = Mix(draw, ["session_id", "token_ids", "draft_token_ids", "sampling", "draft_token_probs", "uniforms"])
+    mix = Mix(draw, ["session_id", "token_ids", "draft_token_ids", "sampling", "draft_token_probs", "uniforms",
+                     "features_from"])
     drafts = mix("draft_token_ids", st.lists(st.integers(0, VOCAB - 1), max_size=4), st.one_of(
         st.lists(st.one_of(st.integers(0, VOCAB - 1), INT32), max_size=4), valid_ids(15, 20)))
     k = len(drafts)
@@ -161,6 +162,8 @@ def score_requests(draw: st.DrawFn) -> target_pb2.ScoreRequest:
         draft_token_probs=mix("draft_token_probs", _exactly(k, st.floats(0.0, 1.0, width=32, exclude_min=True)),
                               hostile_probs),
         uniforms=mix("uniforms", _exactly(k, st.floats(0.0, 1.0, width=32, exclude_max=True)), hostile_probs),
+        # 0 is a committed position of every valid sequence; unset asks for no features
+        features_from=mix("features_from", st.sampled_from([None, 0]), st.one_of(st.none(), INT32)),
     )
 
 
