@@ -198,7 +198,8 @@ class DraftClient(_Upstream):
         meter.wire_bytes += message.ByteSize() + reply_message.ByteSize()
         if reply.HasField("features_from"):
             return Drafted(Proposal([], None), reply.features_from)
-        return Drafted(Proposal(list(reply.token_ids), None if params.greedy else decode_rows(reply.probs, vocab_size)), None)
+        q = None if params.greedy else decode_rows(reply.probs, vocab_size)
+        return Drafted(Proposal(list(reply.token_ids), q), None)
 
 
 class TargetClient(_Upstream):

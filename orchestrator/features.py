@@ -50,7 +50,9 @@ class FeatureLedger:
     def rows_from(self, position: int) -> common_pb2.Features:
         """The rows of positions `position`..end-1; ValueError outside 0..end."""
         if not 0 <= position <= self.end:
-            raise ValueError(f"features from position {position} asked for; the request has positions 0..{self.end - 1}")
+            raise ValueError(
+                f"features from position {position} asked for; the request has positions 0..{self.end - 1}"
+            )
         return common_pb2.Features(
             offset=position, num_rows=self.end - position, width=self.width,
             data=bytes(self._data[position * self._row_bytes:]),

@@ -1,10 +1,11 @@
 """Batches the model calls of all sessions into shared forward passes, off the event loop.
 
 A job is a generator that yields the model steps it needs (a Step each) and receives each step's
-StepOutput (its logits, and the features it asked for): a verify is one step, a draft of k tokens is k steps with sampling in between. One thread
-owns the model. Whenever the model is free, it takes the pending step of every job (one per
-session) and runs them as one forward pass, so a lone stream never waits and a crowd shares each
-pass; no timer holds a batch open. Each job drops out when it returns.
+StepOutput (its logits, and the features it asked for): a verify is one step, a draft of k tokens
+is k steps with sampling in between. One thread owns the model. Whenever the model is free, it
+takes the pending step of every job (one per session) and runs them as one forward pass, so a lone
+stream never waits and a crowd shares each pass; no timer holds a batch open. Each job drops out
+when it returns.
 
 A step with more than MAX_BATCH_NEW_TOKENS uncached tokens (a prefill) is not padded into a batch
 of decode steps: it runs alone, PREFILL_CHUNK tokens at a time, taking turns with the batches, so

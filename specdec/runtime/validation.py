@@ -95,7 +95,9 @@ def check_features(
     if not 0 <= message.num_rows <= max_context:
         raise InvalidArgument(f"{message.num_rows} feature rows; this service takes 0..{max_context} (its context)")
     if message.offset < 0:
-        raise InvalidArgument(f"features offset {message.offset} is negative: it is the sequence position of the first row")
+        raise InvalidArgument(
+            f"features offset {message.offset} is negative: it is the sequence position of the first row"
+        )
     if message.offset + message.num_rows != num_tokens - 1:
         raise InvalidArgument(
             f"feature rows cover positions {message.offset}..{message.offset + message.num_rows - 1}; they must "
