@@ -9,8 +9,14 @@ from specdec.runtime.batching import Job
 from specdec.runtime.cached_lm import Step
 from specdec.runtime.features import FeatureRows
 from specdec.runtime.ngram import find_ngram
-from specdec.runtime.sampling import SamplingParams, argmax, sample_token, sampling_probs
+from specdec.runtime.sampling import SamplingParams, argmax, sample_token, sampling_probs, truncate_top_n
 from specdec.runtime.speculative import Proposal
+
+# Sampling, x_i is drawn from the SAMPLED_DRAFT_TOP_N likeliest tokens of the processed distribution,
+# renormalised. That truncated row is q_i, the distribution x_i is actually sampled from, and the accept
+# rule min(1, p/q) with the residual max(0, p - q) is exact for any q the draft samples from; the tail it
+# drops costs a little acceptance, and a row is <= N entries on the wire instead of a vocabulary.
+SAMPLED_DRAFT_TOP_N = 64
 
 
 def propose_with_model(
@@ -18,8 +24,9 @@ def propose_with_model(
     features: FeatureRows | None = None,
 ) -> Job[Proposal]:
     """A scheduler job that samples x_1..x_k autoregressively, one step each (batched with other
-    sessions' steps), each from exactly the q_i it returns. Greedy drafts are each step's argmax and
-    come without rows: q is one-hot at each x_i. `features` (a feature drafter's) go with the first step."""
+    sessions' steps), each from exactly the q_i it returns (top-N truncated, so sparse). Greedy drafts are
+    each step's argmax and come without rows: q is one-hot at each x_i. `features` (a feature drafter's) go
+    with the first step."""
     generator = torch.Generator().manual_seed(seed)
     sequence = list(token_ids)
     rows = []
@@ -28,7 +35,7 @@ def propose_with_model(
         if params.greedy:
             sequence.append(int(argmax(logits)))
         else:
-            q_i = sampling_probs(logits, params)
+            q_i = truncate_top_n(sampling_probs(logits, params), SAMPLED_DRAFT_TOP_N)
             sequence.append(sample_token(q_i, generator))
             rows.append(q_i)
     proposed = sequence[len(token_ids) :]
@@ -40,5 +47,4 @@ def propose_with_model(
 def propose_with_ngram(token_ids: list[int], k: int) -> Proposal:
     """Prompt lookup over the request's tokens, matches of any length."""
     _, proposed = find_ngram(token_ids, k)
-    # Width max id + 1: the rows go sparse on the wire and the orchestrator widens them.
-    return Proposal.one_hot(proposed, max(proposed, default=0) + 1)
+    return Proposal.one_hot(proposed)

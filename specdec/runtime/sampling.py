@@ -95,15 +95,33 @@ def target_distribution(logits: torch.Tensor, params: SamplingParams) -> torch.T
     return greedy_scores(logits, params) if params.greedy else sampling_probs(logits, params)
 
 
+def truncate_top_n(probs: torch.Tensor, n: int) -> torch.Tensor:
+    """[..., V] probabilities -> [..., V]: each row's n largest entries, renormalised, the rest zeroed.
+    A row already n wide or narrower comes back as it is."""
+    if n >= probs.shape[-1]:
+        return probs
+    values, ids = torch.topk(probs, n, dim=-1)  # [..., n]
+    return torch.zeros_like(probs).scatter_(-1, ids, values / values.sum(dim=-1, keepdim=True))
+
+
+def uniform64(generator: torch.Generator) -> float:
+    """One U[0, 1) draw in float64: the quantile a token is sampled at (sample_token, speculative.correct)."""
+    return float(torch.rand(1, generator=generator, dtype=torch.float64))
+
+
 def sample_token(weights: torch.Tensor, generator: torch.Generator) -> int:
-    """One token from a [V] row of non-negative weights, by inverting their running sum.
+    """One token from a [V] row of non-negative weights (token_at_quantile of a fresh draw)."""
+    return token_at_quantile(weights, uniform64(generator))
+
+
+def token_at_quantile(weights: torch.Tensor, u: float) -> int:
+    """The token at quantile u in [0, 1) of a [V] row of non-negative weights, by inverting their running sum.
 
     Exact, and ~30x cheaper than torch.multinomial for one CPU row of a 49k vocabulary. In float64,
     as vLLM samples: a float32 running sum over a 49k-128k vocabulary resolves its tail only to
     ~6e-8. A one-hot row (greedy drafting) always gives its hot token.
     """
     cdf = weights.double().cumsum(dim=0)  # [V]
-    u = torch.rand(1, generator=generator, dtype=torch.float64) * cdf[-1]
-    # The first token whose cumulative weight exceeds u has weight > 0.
-    index = int(torch.searchsorted(cdf, u, right=True))
+    # The first token whose cumulative weight exceeds u * total has weight > 0.
+    index = int(torch.searchsorted(cdf, cdf[-1:] * u, right=True))
     return index if index < cdf.shape[0] else int(weights.nonzero()[-1])  # u rounded up to the total

@@ -7,7 +7,9 @@ import torch
 from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from specdec.runtime.errors import InvalidArgument
-from specdec.runtime.sampling import SamplingParams, argmax, greedy_scores, sampling_probs
+from specdec.runtime.sampling import (
+    SamplingParams, argmax, greedy_scores, sampling_probs, token_at_quantile, truncate_top_n,
+)
 from specdec.runtime.validation import checked_sampling
 
 V = 50
@@ -134,3 +136,26 @@ def test_greedy_and_usable_temperatures_are_accepted(temperature):
     if temperature:
         probs = sampling_probs(torch.tensor([[30.0, 29.0, -5.0]]), SamplingParams(temperature=temperature))
         assert torch.isfinite(probs).all() and abs(float(probs.sum()) - 1) < 1e-5
+
+
+def test_truncate_top_n_keeps_each_rows_n_largest_renormalised():
+    probs = torch.tensor([[0.1, 0.4, 0.2, 0.3], [0.5, 0.0, 0.0, 0.5]])
+    truncated = truncate_top_n(probs, 2)
+    torch.testing.assert_close(truncated, torch.tensor([[0.0, 4 / 7, 0.0, 3 / 7], [0.5, 0.0, 0.0, 0.5]]))
+    assert truncated.dtype == torch.float32
+
+
+def test_truncate_top_n_leaves_rows_no_wider_than_n_and_sparsifies_a_vocabulary():
+    probs = torch.rand(3, 4).softmax(-1)
+    assert truncate_top_n(probs, 4) is probs
+    wide = torch.randn(2, 5000).softmax(-1)
+    truncated = truncate_top_n(wide, 64)
+    assert (truncated > 0).sum(-1).tolist() == [64, 64]
+    torch.testing.assert_close(truncated.sum(-1), torch.ones(2))
+    assert torch.equal(truncated.argmax(-1), wide.argmax(-1))
+
+
+def test_token_at_quantile_inverts_the_running_sum_of_unnormalised_weights():
+    weights = torch.tensor([0.0, 2.0, 0.0, 1.0, 1.0])  # total 4: token 1 below 0.5, 3 below 0.75, then 4
+    assert [token_at_quantile(weights, u) for u in (0.0, 0.49, 0.5, 0.74, 0.75, 0.999999)] == [1, 1, 3, 3, 4, 4]
+
