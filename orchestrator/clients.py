@@ -9,16 +9,14 @@ from functools import cached_property
 from typing import Generic, NamedTuple, TypeVar
 
 import grpc
-import torch
 
 from orchestrator import metrics
 from specdec.runtime import telemetry
 from specdec.runtime.sampling import SamplingParams
 from specdec.runtime.serving import CHANNEL_OPTIONS
-from specdec.runtime.speculative import Proposal
+from specdec.runtime.speculative import Uniforms
 from specdec.runtime.tls import TlsFiles, aio_channel
 from specdec.runtime.validation import sampling_to_proto
-from specdec.runtime.wire import decode_rows
 from specdec.v1 import common_pb2, draft_pb2, draft_pb2_grpc, target_pb2, target_pb2_grpc
 
 DRAFT_METHODS = {"model": draft_pb2.DRAFT_METHOD_MODEL, "ngram": draft_pb2.DRAFT_METHOD_NGRAM}
@@ -35,14 +33,20 @@ class CallMeter:
     wire_bytes: int = 0
 
 
+class Drafts(NamedTuple):
+    token_ids: list[int]  # x_1..x_n
+    # q_1..q_n as the draft sent them, for the target (which alone reads them); None when greedy
+    q: common_pb2.ProbRows | None
+
+
 class Drafted(NamedTuple):
-    proposal: Proposal
-    features_from: int | None  # set when the replica lacks the session's features from there (no proposal)
+    drafts: Drafts
+    features_from: int | None  # set when the replica lacks the session's features from there (no drafts)
 
 
 class Scored(NamedTuple):
     num_accepted: int  # n
-    p_next: common_pb2.ProbRows  # as it came over the wire: decode it only if the step needs the row
+    next_token: int  # the recovered or bonus token, after the first n drafts
     features: common_pb2.Features | None  # of the positions the step commits, when asked for
 
 
@@ -181,7 +185,7 @@ class DraftClient(_Upstream):
 
     async def propose(
         self, session_id: str, token_ids: list[int], k: int, method: str, params: SamplingParams, seed: int,
-        vocab_size: int, meter: CallMeter, timeout_s: float, features: common_pb2.Features | None = None,
+        meter: CallMeter, timeout_s: float, features: common_pb2.Features | None = None,
     ) -> Drafted:
         """Greedy proposals come without rows: q is one-hot at each x_i and nothing reads it. Not
         resent beyond one fresh stream: a draft that cannot answer in time is skipped, not waited for.
@@ -197,9 +201,8 @@ class DraftClient(_Upstream):
         meter.draft_compute_seconds += reply.compute_seconds
         meter.wire_bytes += message.ByteSize() + reply_message.ByteSize()
         if reply.HasField("features_from"):
-            return Drafted(Proposal([], None), reply.features_from)
-        q = None if params.greedy else decode_rows(reply.probs, vocab_size)
-        return Drafted(Proposal(list(reply.token_ids), q), None)
+            return Drafted(Drafts([], None), reply.features_from)
+        return Drafted(Drafts(list(reply.token_ids), None if params.greedy else reply.probs), None)
 
 
 class TargetClient(_Upstream):
@@ -222,22 +225,22 @@ class TargetClient(_Upstream):
         self,
         session_id: str,
         token_ids: list[int],
-        draft_token_ids: list[int],
-        q_x: torch.Tensor,
-        u: torch.Tensor,
+        drafts: Drafts,
+        uniforms: Uniforms,
         params: SamplingParams,
         meter: CallMeter,
         deadline: float | None,
         features_from: int | None = None,
     ) -> Scored:
-        """The verdict on the block, with the features of positions features_from..L-1+n if asked for.
+        """The verdict on the block, which the target reaches with `uniforms`, with the features of positions
+        features_from..L-1+n if asked for.
 
         Resent to any replica until the step's time is up: the call timeout, or the request's
         `deadline` (time.monotonic()) if that comes first."""
         message = target_pb2.ScoreStreamRequest(request=target_pb2.ScoreRequest(
-            session_id=session_id, token_ids=token_ids, draft_token_ids=draft_token_ids,
-            sampling=sampling_to_proto(params), draft_token_probs=q_x.tolist(), uniforms=u.tolist(),
-            tokenizer_fingerprint=self.fingerprint, features_from=features_from,
+            session_id=session_id, token_ids=token_ids, draft_token_ids=drafts.token_ids,
+            sampling=sampling_to_proto(params), draft_probs=drafts.q, uniforms=uniforms.accept.tolist(),
+            correction_uniform=uniforms.correct, tokenizer_fingerprint=self.fingerprint, features_from=features_from,
         ))
         started = time.perf_counter()
         step_deadline = time.monotonic() + self.timeout_s
@@ -248,7 +251,9 @@ class TargetClient(_Upstream):
         reply = reply_message.response
         meter.target_compute_seconds += reply.compute_seconds
         meter.wire_bytes += message.ByteSize() + reply_message.ByteSize()  # features included
-        return Scored(reply.num_accepted, reply.probs, reply.features if reply.HasField("features") else None)
+        if not reply.HasField("next_token"):  # a replica older than the field: its 0 is no token
+            raise ValueError("the target's Score reply has no next_token: is a target replica out of date?")
+        return Scored(reply.num_accepted, reply.next_token, reply.features if reply.HasField("features") else None)
 
 
 def open_channel(address: str, tls: TlsFiles | None = None) -> grpc.aio.Channel:

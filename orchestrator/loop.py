@@ -18,13 +18,13 @@ from opentelemetry import trace
 
 from orchestrator import metrics
 from orchestrator.adaptive_k import AdaptiveK, CostModel, Plan
-from orchestrator.clients import CallMeter, DraftClient, Drafted, TargetClient
+from orchestrator.clients import CallMeter, DraftClient, Drafted, Drafts, TargetClient
 from orchestrator.draft_guard import REQUEST_ERRORS, DraftGuard
 from orchestrator.features import FeatureLedger
 from orchestrator.request import GenerationConfig
 from specdec.runtime.ngram import find_ngram
-from specdec.runtime.speculative import Proposal, correct, draw_uniforms
-from specdec.runtime.wire import decode_rows, row_argmax
+from specdec.runtime.speculative import Proposal, draw_uniforms
+from specdec.runtime.wire import encode_rows
 from specdec.v1 import common_pb2
 
 log = logging.getLogger("specdec")
@@ -129,33 +129,26 @@ class SpeculativeLoop:
         """propose -> score -> accept/correct; returns the tokens it commits. A lookup plan's drafts
         are the first k tokens of `continuation`."""
         config, meter = self._config, self._stats.meter
-        greedy, lenience = config.params.greedy, config.params.lenience
+        greedy = config.params.greedy
         draft_before, target_before = meter.draft_seconds, meter.target_seconds
         k = plan.k
-        proposal, drafted_by_model = Proposal([], None), False
+        proposal, drafted_by_model = Drafts([], None), False
         if plan.lookup_n:  # deterministic proposals: q is one-hot at each
             looked_up = continuation[:k]
-            proposal = Proposal(looked_up, None) if greedy else Proposal.one_hot(looked_up, self._target.info.vocab_size)
+            proposal = Drafts(looked_up, None if greedy else encode_rows(Proposal.one_hot(looked_up).q))
         elif k > 0:
             answered = await self._propose(committed, k)
             proposal, drafted_by_model = answered or proposal, answered is not None
-        # The accept test runs in the target (it has the rows p) with our uniforms; the
-        # correction runs here on the one row it returns. Same draws as accept_correct.
-        drafts, q = proposal.token_ids, proposal.q
-        u = draw_uniforms(len(drafts), greedy, self._generator)
-        q_x = torch.zeros(0) if q is None else q[torch.arange(len(drafts)), torch.tensor(drafts, dtype=torch.long)]
+        # The whole accept/correct step runs in the target (it has the rows p) with our uniforms, drawn
+        # after the draft's seed and before the next iteration's: a seeded request is reproducible.
+        drafts = proposal.token_ids
         wants_features = self._features is not None and self._can_draft
-        n, p_next, features = await self._target.score(
-            self._session_id, committed, drafts, q_x, u, config.params, meter, self._deadline,
-            features_from=self._features.end if wants_features else None,
+        n, token, features = await self._target.score(
+            self._session_id, committed, proposal, draw_uniforms(len(drafts), greedy, self._generator), config.params,
+            meter, self._deadline, features_from=self._features.end if wants_features else None,
         )
         if features is not None:
             self._features.add(features)
-        if greedy:  # the correction is the target's argmax: no need to widen the row
-            token = row_argmax(p_next)
-        else:
-            token = correct(decode_rows(p_next, self._target.info.vocab_size)[0], q[n] if n < len(drafts) else None,
-                            greedy=greedy, lenience=lenience, generator=self._generator)
         tokens = drafts[:n] + [token]
         self._stats.record(drafted=len(drafts), accepted=n, lookup=bool(plan.lookup_n))
         if self._adaptive_k:
@@ -175,7 +168,7 @@ class SpeculativeLoop:
         })
         return tokens
 
-    async def _propose(self, committed: list[int], k: int) -> Proposal | None:
+    async def _propose(self, committed: list[int], k: int) -> Drafts | None:
         """The draft's k tokens; None when it failed, and the iteration runs on the target alone."""
         config = self._config
         # Greedy drafting draws nothing: the seed only makes sampled drafts reproducible.
@@ -189,8 +182,8 @@ class SpeculativeLoop:
 
         async def propose(features: common_pb2.Features | None) -> Drafted:
             return await self._draft.propose(
-                self._session_id, committed, k, config.draft, config.params, seed, self._target.info.vocab_size,
-                self._stats.meter, timeout_s=min(draft_timeout_s, request_left_s), features=features,
+                self._session_id, committed, k, config.draft, config.params, seed, self._stats.meter,
+                timeout_s=min(draft_timeout_s, request_left_s), features=features,
             )
 
         try:
@@ -218,4 +211,4 @@ class SpeculativeLoop:
             return None
         if self._features is not None:
             self._features.sent()
-        return drafted.proposal
+        return drafted.drafts

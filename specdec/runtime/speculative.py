@@ -15,11 +15,13 @@ samples when l = 1. Greedy (temperature 0) is the limit where p and q are one-ho
 accepted iff it is the target's argmax, and the recovered or bonus token is the argmax. For
 lenient greedy, p_i carries the target's soft scores and x_i is kept if p_i(x_i) >= l * max p_i.
 
-The step splits in two at the first rejection n, so that only one row of p crosses the network:
-`count_accepted` runs where the rows p are (the target service), given the u_i the orchestrator
-drew; `correct` runs in the orchestrator on row p_n alone. `accept_correct` is the whole step in
-one place, as the paper writes it; the two halves draw from the generator in the same order, so
-both ways give the same tokens for the same seed.
+The whole step runs in the target service, where the rows p are, with randomness the orchestrator
+drew (`draw_uniforms`: u_1..u_k for `count_accepted`, then the quantile `correct` samples at), so that
+no row of p crosses the network and a seeded request stays the orchestrator's to reproduce. The q rows
+travel to the target instead, and are small: a sampling draft draws from its own top-N, renormalised
+(draft_service.drafter), which is exact because that truncated row is the q it samples from.
+`accept_correct` is the whole step in one place, as the paper writes it, given those uniforms;
+`count_accepted` and `correct` are its two halves.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from specdec.runtime.sampling import argmax, one_hot_rows, sample_token
+from specdec.runtime.sampling import argmax, one_hot_rows, token_at_quantile, uniform64
 
 
 @dataclass(frozen=True)
@@ -39,9 +41,10 @@ class Proposal:
     q: torch.Tensor | None  # [n, V] float32; None where nothing reads it (greedy: one-hot at each x_i)
 
     @classmethod
-    def one_hot(cls, token_ids: list[int], width: int) -> Proposal:
-        """A deterministic proposal (prompt lookup): q_i is one-hot at x_i, rows `width` wide."""
-        return cls(token_ids, one_hot_rows(torch.tensor(token_ids, dtype=torch.long), width))
+    def one_hot(cls, token_ids: list[int]) -> Proposal:
+        """A deterministic proposal (prompt lookup): q_i is one-hot at x_i. The rows are max id + 1 wide,
+        as narrow as they can be: they go sparse on the wire, and the receiver widens them."""
+        return cls(token_ids, one_hot_rows(torch.tensor(token_ids, dtype=torch.long), max(token_ids, default=0) + 1))
 
 
 @dataclass(frozen=True)
@@ -50,9 +53,25 @@ class Verdict:
     num_accepted: int  # n = len(tokens) - 1
 
 
-def draw_uniforms(k: int, greedy: bool, generator: torch.Generator) -> torch.Tensor:
-    """[k] u_i for the accept test (none needed when greedy)."""
-    return torch.zeros(0) if greedy else torch.rand(k, generator=generator)
+@dataclass(frozen=True)
+class Uniforms:
+    """A step's randomness, drawn by the orchestrator in this order. Greedy draws none."""
+
+    accept: torch.Tensor  # [k] float32: u_i ~ U[0, 1) for the accept test
+    correct: float  # U[0, 1), float64: the quantile the recovered or bonus token is sampled at
+
+    @classmethod
+    def none(cls) -> Uniforms:
+        """What a greedy step takes: nothing is drawn."""
+        return cls(torch.zeros(0), 0.0)
+
+
+def draw_uniforms(k: int, greedy: bool, generator: torch.Generator) -> Uniforms:
+    """The step's uniforms from the request's generator: the k accept tests' first, then the correction's."""
+    if greedy:
+        return Uniforms.none()
+    accept = torch.rand(k, generator=generator)
+    return Uniforms(accept, uniform64(generator))
 
 
 def count_accepted(
@@ -84,31 +103,31 @@ def correct(
     *,
     greedy: bool,
     lenience: float,
-    generator: torch.Generator,
+    u: float,  # U[0, 1): the quantile to sample at (unused when greedy)
 ) -> int:
     """The token after the accepted drafts: recovered (q_n given) or bonus (q_n None)."""
     if greedy:
         return int(argmax(p_n))
     if q_n is None:
-        return sample_token(p_n, generator)
+        return token_at_quantile(p_n, u)
     residual = (p_n - lenience * q_n).clamp(min=0.0)  # [V]
     # Zero mass only when p_n == l*q_n, where rejection has probability 0: guard rounding.
-    return sample_token(residual if residual.sum() > 0 else p_n, generator)
+    return token_at_quantile(residual if residual.sum() > 0 else p_n, u)
 
 
 def accept_correct(
     draft_tokens: torch.Tensor,  # [k] int64: x_1..x_k
-    q: torch.Tensor,  # [k, V] float32: q_i, the rows x_i was sampled from
+    q: torch.Tensor | None,  # [k, V] float32: q_i, the rows x_i was sampled from; None when greedy
     p: torch.Tensor,  # [k+1, V] float32: p_1..p_{k+1}
+    uniforms: Uniforms,
     *,
     greedy: bool,
     lenience: float,
-    generator: torch.Generator,
 ) -> Verdict:
-    """The whole step in one process: what the target and orchestrator compute between them."""
+    """The whole step, given its randomness: what the target computes with the orchestrator's draws."""
     k = draft_tokens.shape[0]
-    u = draw_uniforms(k, greedy, generator)
-    q_x = q[torch.arange(k), draft_tokens]  # [k]
-    n = count_accepted(draft_tokens, p, q_x, u, greedy=greedy, lenience=lenience)
-    token = correct(p[n], q[n] if n < k else None, greedy=greedy, lenience=lenience, generator=generator)
+    q_x = torch.zeros(0) if greedy else q[torch.arange(k), draft_tokens]  # [k]
+    n = count_accepted(draft_tokens, p, q_x, uniforms.accept, greedy=greedy, lenience=lenience)
+    q_n = q[n] if n < k and not greedy else None
+    token = correct(p[n], q_n, greedy=greedy, lenience=lenience, u=uniforms.correct)
     return Verdict(tokens=draft_tokens[:n].tolist() + [token], num_accepted=n)

@@ -5,9 +5,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+import torch
+
 from specdec.runtime.errors import FailedPrecondition, InvalidArgument
 from specdec.runtime.features import FeatureRows, decode_features
 from specdec.runtime.sampling import MIN_TEMPERATURE, SamplingParams
+from specdec.runtime.speculative import Uniforms
+from specdec.runtime.wire import decode_rows
 from specdec.v1 import common_pb2
 
 
@@ -72,6 +76,42 @@ def check_tokens(
     if vocab_size and not 0 <= low <= high < vocab_size:
         raise InvalidArgument(f"token ids must be in [0, {vocab_size}); got {low}..{high}")
     return tokens
+
+
+def check_sampled_step(
+    draft_probs: common_pb2.ProbRows,
+    uniforms: Sequence[float],
+    correction_uniform: float,
+    *,
+    draft_ids: Sequence[int],
+    vocab_size: int,
+) -> tuple[torch.Tensor, Uniforms]:
+    """A sampled Score's q rows ([k, vocab_size] float32) and the orchestrator's uniforms, checked: one row and
+    one uniform per draft, rows well-formed and no wider than the vocabulary, each giving its draft q_i(x_i) > 0
+    (it was sampled from that row)."""
+    k = len(draft_ids)
+    if len(uniforms) != k or draft_probs.num_rows != k:
+        raise InvalidArgument(
+            f"sampling needs uniforms and draft_probs rows (q_i) for each of the {k} draft tokens; "
+            f"got {len(uniforms)} and {draft_probs.num_rows}"
+        )
+    u = torch.tensor(list(uniforms), dtype=torch.float32)
+    if not (bool(((u >= 0) & (u < 1)).all()) and 0.0 <= correction_uniform < 1.0):
+        raise InvalidArgument("uniforms and correction_uniform must be in [0, 1)")
+    try:
+        q = decode_rows(draft_probs, vocab_size)  # [k, V]
+    except ValueError as error:
+        raise InvalidArgument(f"draft_probs: {error}") from None
+    if not bool(((q >= 0) & (q <= 1)).all()):
+        raise InvalidArgument("draft_probs must hold probabilities, in [0, 1]")
+    q_x = q[torch.arange(k), torch.tensor(list(draft_ids), dtype=torch.long)]  # [k]
+    if not bool((q_x > 0).all()):
+        i = int((q_x <= 0).nonzero()[0])
+        raise InvalidArgument(
+            f"draft_probs row {i} gives draft token {draft_ids[i]} probability 0: each row must be the "
+            "distribution its draft token was sampled from"
+        )
+    return q, Uniforms(u, correction_uniform)
 
 
 def check_features_from(features_from: int | None, num_tokens: int) -> int | None:

@@ -2,7 +2,7 @@
 
 Rows travel as raw little-endian float32, never `repeated float`. A row with few non-zero
 entries (greedy, top-k/top-p, one-hot drafts) goes sparse: ids + probabilities of the
-non-zero entries only, so greedy verification costs bytes, not a vocabulary, per row.
+non-zero entries only, so a sampling draft's top-N rows cost bytes, not a vocabulary, each.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def encode_rows(rows: torch.Tensor) -> common_pb2.ProbRows:
 
 def decode_rows(message: common_pb2.ProbRows, vocab_size: int | None = None) -> torch.Tensor:
     """ProbRows -> [n, V] float32 rows. `vocab_size` widens sparse rows to a known vocabulary.
-    A malformed message (a replica's bug) raises ValueError saying what is wrong with it."""
+    A malformed message (its sender's bug) raises ValueError saying what is wrong with it."""
     width = vocab_size or message.vocab_size
     if message.vocab_size > width:
         raise ValueError(f"malformed ProbRows: rows {message.vocab_size} wide, wider than the vocabulary ({width})")
@@ -45,24 +45,15 @@ def decode_rows(message: common_pb2.ProbRows, vocab_size: int | None = None) -> 
             rows = torch.nn.functional.pad(rows, (0, width - message.vocab_size))
         return rows
     lengths, token_ids, probs = _sparse(message)
+    if lengths.size and int(lengths.max()) > width:
+        raise ValueError(f"malformed sparse ProbRows: a row has {int(lengths.max())} entries, more than the {width} "
+                         "tokens of the vocabulary")
     if token_ids.size and not 0 <= int(token_ids.min()) <= int(token_ids.max()) < width:
         raise ValueError(f"malformed ProbRows: a token id is outside [0, {width})")
     rows = np.zeros((message.num_rows, width), dtype=np.float32)
     # numpy, not torch: torch.repeat_interleave costs milliseconds per call on small inputs.
     rows[np.repeat(np.arange(message.num_rows), lengths), token_ids] = probs
     return torch.from_numpy(rows)
-
-
-def row_argmax(message: common_pb2.ProbRows) -> int:
-    """The argmax of a one-row ProbRows without widening it: the greedy correction."""
-    if message.num_rows != 1:
-        raise ValueError(f"row_argmax needs one row; the ProbRows has {message.num_rows}")
-    if message.dense:
-        return int(_dense(message).argmax())
-    _, token_ids, probs = _sparse(message)
-    if not token_ids.size:
-        raise ValueError("row_argmax needs one row with at least one entry; the ProbRows row is empty")
-    return int(token_ids[probs.argmax()])
 
 
 def _dense(message: common_pb2.ProbRows) -> np.ndarray:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from specdec.v1 import common_pb2 as specdec_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17specdec/v1/target.proto\x12\nspecdec.v1\x1a\x17specdec/v1/common.proto\"\xf6\x01\n\x0cScoreRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x05\x12\x17\n\x0f\x64raft_token_ids\x18\x03 \x03(\x05\x12,\n\x08sampling\x18\x04 \x01(\x0b\x32\x1a.specdec.v1.SamplingParams\x12\x19\n\x11\x64raft_token_probs\x18\x05 \x03(\x02\x12\x10\n\x08uniforms\x18\x06 \x03(\x02\x12\x1d\n\x15tokenizer_fingerprint\x18\x07 \x01(\t\x12\x1a\n\rfeatures_from\x18\x08 \x01(\x05H\x00\x88\x01\x01\x42\x10\n\x0e_features_from\"\x8b\x01\n\rScoreResponse\x12\x14\n\x0cnum_accepted\x18\x01 \x01(\x05\x12#\n\x05probs\x18\x02 \x01(\x0b\x32\x14.specdec.v1.ProbRows\x12\x17\n\x0f\x63ompute_seconds\x18\x03 \x01(\x01\x12&\n\x08\x66\x65\x61tures\x18\x04 \x01(\x0b\x32\x14.specdec.v1.Features\"?\n\x12ScoreStreamRequest\x12)\n\x07request\x18\x01 \x01(\x0b\x32\x18.specdec.v1.ScoreRequest\"B\n\x13ScoreStreamResponse\x12+\n\x08response\x18\x01 \x01(\x0b\x32\x19.specdec.v1.ScoreResponse\"-\n\x17TargetEndSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x1a\n\x18TargetEndSessionResponse\"\x1b\n\x19TargetGetModelInfoRequest\"A\n\x1aTargetGetModelInfoResponse\x12#\n\x04info\x18\x01 \x01(\x0b\x32\x15.specdec.v1.ModelInfo2\xd2\x02\n\x06Target\x12<\n\x05Score\x12\x18.specdec.v1.ScoreRequest\x1a\x19.specdec.v1.ScoreResponse\x12R\n\x0bScoreStream\x12\x1e.specdec.v1.ScoreStreamRequest\x1a\x1f.specdec.v1.ScoreStreamResponse(\x01\x30\x01\x12W\n\nEndSession\x12#.specdec.v1.TargetEndSessionRequest\x1a$.specdec.v1.TargetEndSessionResponse\x12]\n\x0cGetModelInfo\x12%.specdec.v1.TargetGetModelInfoRequest\x1a&.specdec.v1.TargetGetModelInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17specdec/v1/target.proto\x12\nspecdec.v1\x1a\x17specdec/v1/common.proto\"\xbb\x02\n\x0cScoreRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x05\x12\x17\n\x0f\x64raft_token_ids\x18\x03 \x03(\x05\x12,\n\x08sampling\x18\x04 \x01(\x0b\x32\x1a.specdec.v1.SamplingParams\x12\x10\n\x08uniforms\x18\x06 \x03(\x02\x12\x1d\n\x15tokenizer_fingerprint\x18\x07 \x01(\t\x12\x1a\n\rfeatures_from\x18\x08 \x01(\x05H\x00\x88\x01\x01\x12)\n\x0b\x64raft_probs\x18\t \x01(\x0b\x32\x14.specdec.v1.ProbRows\x12\x1a\n\x12\x63orrection_uniform\x18\n \x01(\x01\x42\x10\n\x0e_features_fromJ\x04\x08\x05\x10\x06R\x11\x64raft_token_probs\"\x9b\x01\n\rScoreResponse\x12\x14\n\x0cnum_accepted\x18\x01 \x01(\x05\x12\x17\n\x0f\x63ompute_seconds\x18\x03 \x01(\x01\x12&\n\x08\x66\x65\x61tures\x18\x04 \x01(\x0b\x32\x14.specdec.v1.Features\x12\x17\n\nnext_token\x18\x05 \x01(\x05H\x00\x88\x01\x01\x42\r\n\x0b_next_tokenJ\x04\x08\x02\x10\x03R\x05probs\"?\n\x12ScoreStreamRequest\x12)\n\x07request\x18\x01 \x01(\x0b\x32\x18.specdec.v1.ScoreRequest\"B\n\x13ScoreStreamResponse\x12+\n\x08response\x18\x01 \x01(\x0b\x32\x19.specdec.v1.ScoreResponse\"-\n\x17TargetEndSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x1a\n\x18TargetEndSessionResponse\"\x1b\n\x19TargetGetModelInfoRequest\"A\n\x1aTargetGetModelInfoResponse\x12#\n\x04info\x18\x01 \x01(\x0b\x32\x15.specdec.v1.ModelInfo2\xd2\x02\n\x06Target\x12<\n\x05Score\x12\x18.specdec.v1.ScoreRequest\x1a\x19.specdec.v1.ScoreResponse\x12R\n\x0bScoreStream\x12\x1e.specdec.v1.ScoreStreamRequest\x1a\x1f.specdec.v1.ScoreStreamResponse(\x01\x30\x01\x12W\n\nEndSession\x12#.specdec.v1.TargetEndSessionRequest\x1a$.specdec.v1.TargetEndSessionResponse\x12]\n\x0cGetModelInfo\x12%.specdec.v1.TargetGetModelInfoRequest\x1a&.specdec.v1.TargetGetModelInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,21 +33,21 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'specdec.v1.target_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SCOREREQUEST']._serialized_start=65
-  _globals['_SCOREREQUEST']._serialized_end=311
-  _globals['_SCORERESPONSE']._serialized_start=314
-  _globals['_SCORERESPONSE']._serialized_end=453
-  _globals['_SCORESTREAMREQUEST']._serialized_start=455
-  _globals['_SCORESTREAMREQUEST']._serialized_end=518
-  _globals['_SCORESTREAMRESPONSE']._serialized_start=520
-  _globals['_SCORESTREAMRESPONSE']._serialized_end=586
-  _globals['_TARGETENDSESSIONREQUEST']._serialized_start=588
-  _globals['_TARGETENDSESSIONREQUEST']._serialized_end=633
-  _globals['_TARGETENDSESSIONRESPONSE']._serialized_start=635
-  _globals['_TARGETENDSESSIONRESPONSE']._serialized_end=661
-  _globals['_TARGETGETMODELINFOREQUEST']._serialized_start=663
-  _globals['_TARGETGETMODELINFOREQUEST']._serialized_end=690
-  _globals['_TARGETGETMODELINFORESPONSE']._serialized_start=692
-  _globals['_TARGETGETMODELINFORESPONSE']._serialized_end=757
-  _globals['_TARGET']._serialized_start=760
-  _globals['_TARGET']._serialized_end=1098
+  _globals['_SCOREREQUEST']._serialized_end=380
+  _globals['_SCORERESPONSE']._serialized_start=383
+  _globals['_SCORERESPONSE']._serialized_end=538
+  _globals['_SCORESTREAMREQUEST']._serialized_start=540
+  _globals['_SCORESTREAMREQUEST']._serialized_end=603
+  _globals['_SCORESTREAMRESPONSE']._serialized_start=605
+  _globals['_SCORESTREAMRESPONSE']._serialized_end=671
+  _globals['_TARGETENDSESSIONREQUEST']._serialized_start=673
+  _globals['_TARGETENDSESSIONREQUEST']._serialized_end=718
+  _globals['_TARGETENDSESSIONRESPONSE']._serialized_start=720
+  _globals['_TARGETENDSESSIONRESPONSE']._serialized_end=746
+  _globals['_TARGETGETMODELINFOREQUEST']._serialized_start=748
+  _globals['_TARGETGETMODELINFOREQUEST']._serialized_end=775
+  _globals['_TARGETGETMODELINFORESPONSE']._serialized_start=777
+  _globals['_TARGETGETMODELINFORESPONSE']._serialized_end=842
+  _globals['_TARGET']._serialized_start=845
+  _globals['_TARGET']._serialized_end=1183
 # @@protoc_insertion_point(module_scope)

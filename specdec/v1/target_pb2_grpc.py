@@ -26,8 +26,8 @@ if _version_not_supported:
 
 
 class TargetStub:
-    """Scores a drafted block in one forward pass and runs the accept test on it, so that only the
-    one row of p the correction needs travels back.
+    """Scores a drafted block in one forward pass and runs the whole accept/correct step on it, with the
+    caller's randomness, so that no row of p travels back: only the tokens the step commits.
     """
 
     def __init__(self, channel):
@@ -59,8 +59,8 @@ class TargetStub:
 
 
 class TargetServicer:
-    """Scores a drafted block in one forward pass and runs the accept test on it, so that only the
-    one row of p the correction needs travels back.
+    """Scores a drafted block in one forward pass and runs the whole accept/correct step on it, with the
+    caller's randomness, so that no row of p travels back: only the tokens the step commits.
     """
 
     def Score(self, request, context):
@@ -124,8 +124,8 @@ def add_TargetServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Target:
-    """Scores a drafted block in one forward pass and runs the accept test on it, so that only the
-    one row of p the correction needs travels back.
+    """Scores a drafted block in one forward pass and runs the whole accept/correct step on it, with the
+    caller's randomness, so that no row of p travels back: only the tokens the step commits.
     """
 
     @staticmethod

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import torch
 from hypothesis import strategies as st
 
+from specdec.runtime.wire import encode_rows
 from specdec.v1 import common_pb2, draft_pb2, generation_pb2, target_pb2
 from tests.fuzz.conftest import MAX_CONTEXT
 
@@ -145,23 +148,64 @@ def _exactly(n: int, values: st.SearchStrategy) -> st.SearchStrategy[list]:
     return st.lists(values, min_size=n, max_size=n)
 
 
+_SMALL = st.one_of(st.integers(-3, 12), st.sampled_from([-(2**31), 2**31 - 1, 2**20]))
+
+
+def _packed(dtype: str, values: st.SearchStrategy) -> st.SearchStrategy[bytes]:
+    arrays = st.lists(values, max_size=12).map(lambda v: np.array(v, dtype=dtype).tobytes())
+    return st.one_of(arrays, arrays, st.binary(max_size=13))  # binary: lengths not a multiple of 4
+
+
+def prob_rows() -> st.SearchStrategy[common_pb2.ProbRows]:
+    """ProbRows of any shape and content, mostly malformed."""
+    floats = st.one_of(st.floats(0, 1, width=32), st.floats(width=32))
+    return st.builds(
+        common_pb2.ProbRows,
+        num_rows=_SMALL,
+        vocab_size=_SMALL,
+        dense=st.one_of(st.just(b""), _packed("<f4", floats)),
+        sparse_row_lengths=_packed("<i4", _SMALL),
+        sparse_token_ids=_packed("<i4", _SMALL),
+        sparse_probs=_packed("<f4", floats),
+    )
+
+
+def _one_hot(ids: list[int]) -> common_pb2.ProbRows:
+    """Rows one-hot at each id, max id + 1 wide, as prompt lookup's go: sparse and narrower than the vocabulary."""
+    width = max(ids, default=0) + 1
+    return encode_rows(torch.nn.functional.one_hot(torch.tensor(ids, dtype=torch.long), width).float())
+
+
+def q_rows(drafts: list[int]) -> st.SearchStrategy[common_pb2.ProbRows]:
+    """Rows a draft could have sampled `drafts` (valid ids) from: random and dense, or one-hot at each."""
+    def dense(seed: int) -> common_pb2.ProbRows:
+        rows = torch.rand(len(drafts), VOCAB, generator=torch.Generator().manual_seed(seed)) + 1e-3
+        return encode_rows(rows / rows.sum(-1, keepdim=True))
+
+    return st.one_of(st.integers(0, 2**32 - 1).map(dense), st.just(_one_hot(drafts)))
+
+
 @st.composite
 def score_requests(draw: st.DrawFn) -> target_pb2.ScoreRequest:
-    mix = Mix(draw, ["session_id", "token_ids", "draft_token_ids", "sampling", "draft_token_probs", "uniforms",
-                     "features_from"])
+    mix = Mix(draw, ["session_id", "token_ids", "draft_token_ids", "sampling", "draft_probs", "uniforms",
+                     "correction_uniform", "features_from"])
     drafts = mix("draft_token_ids", st.lists(st.integers(0, VOCAB - 1), max_size=4), st.one_of(
         st.lists(st.one_of(st.integers(0, VOCAB - 1), INT32), max_size=4), valid_ids(15, 20)))
     k = len(drafts)
-    hostile_probs = st.lists(floats(st.floats(0.0, 1.0, width=32)), max_size=6)
+    hostile_uniforms = st.lists(floats(st.floats(0.0, 1.0, width=32)), max_size=6)
+    valid_drafts = all(0 <= x < VOCAB for x in drafts)
+    # Malformed rows, a row too many, none, or (for valid drafts) rows that give each draft probability 0
+    hostile_q = st.one_of(prob_rows(), q_rows([0] * (k + 1)), st.none(),
+                          *([st.just(_one_hot([(x + 1) % VOCAB for x in drafts]))] if valid_drafts and k else []))
     return target_pb2.ScoreRequest(
         session_id=mix("session_id", VALID_SESSIONS, session_ids()),
         token_ids=mix("token_ids", valid_ids(1, 24), token_ids()),
         draft_token_ids=drafts,
         sampling=mix("sampling", valid_sampling(), sampling()),
-        # q_i(x_i) in (0, 1] and u_i in [0, 1), one per draft; the greedy test ignores both
-        draft_token_probs=mix("draft_token_probs", _exactly(k, st.floats(0.0, 1.0, width=32, exclude_min=True)),
-                              hostile_probs),
-        uniforms=mix("uniforms", _exactly(k, st.floats(0.0, 1.0, width=32, exclude_max=True)), hostile_probs),
+        # q_1..q_k, each > 0 at its draft, and uniforms in [0, 1), one per draft; greedy steps ignore them all
+        draft_probs=mix("draft_probs", q_rows(drafts) if valid_drafts else prob_rows(), hostile_q),
+        uniforms=mix("uniforms", _exactly(k, st.floats(0.0, 1.0, width=32, exclude_max=True)), hostile_uniforms),
+        correction_uniform=mix("correction_uniform", st.floats(0.0, 1.0, exclude_max=True), floats(st.floats(0, 1))),
         # 0 is a committed position of every valid sequence; unset asks for no features
         features_from=mix("features_from", st.sampled_from([None, 0]), st.one_of(st.none(), INT32)),
     )

@@ -131,4 +131,4 @@ def check_proposal(request: draft_pb2.ProposeRequest, reply: draft_pb2.ProposeRe
 
 def check_score(request: target_pb2.ScoreRequest, reply: target_pb2.ScoreResponse) -> None:
     assert 0 <= reply.num_accepted <= len(request.draft_token_ids)
-    assert reply.probs.num_rows == 1 and reply.probs.vocab_size == fs.VOCAB
+    assert reply.HasField("next_token") and 0 <= reply.next_token < fs.VOCAB

@@ -21,7 +21,6 @@ from orchestrator.request import GenerationConfig
 from specdec.runtime.features import FeatureRows, decode_features, encode_features
 from specdec.runtime.sampling import SamplingParams
 from specdec.runtime.serving import ServerSpec, start_server
-from specdec.runtime.wire import encode_rows
 from specdec.v1 import common_pb2, draft_pb2, draft_pb2_grpc, target_pb2, target_pb2_grpc
 
 WIDTH, VOCAB = 2, 8
@@ -80,7 +79,7 @@ class Target(target_pb2_grpc.TargetServicer):
             request = message.request
             self.requests.append(request)
             n, length = len(request.draft_token_ids), len(request.token_ids)
-            reply = target_pb2.ScoreResponse(num_accepted=n, probs=encode_rows(torch.eye(VOCAB)[1:2]))
+            reply = target_pb2.ScoreResponse(num_accepted=n, next_token=1)
             if request.HasField("features_from"):
                 reply.features.CopyFrom(features(request.features_from, length + n - request.features_from))
             self.replies.append(reply)

@@ -6,7 +6,10 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from specdec.runtime.speculative import accept_correct, correct, count_accepted, draw_uniforms
+from specdec.runtime.speculative import accept_correct, draw_uniforms
+from specdec.runtime.validation import check_sampled_step
+from specdec.runtime.wire import encode_rows
+from specdec.v1 import target_pb2
 
 V = 5
 
@@ -15,11 +18,16 @@ def rows(*values: list[float]) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float32)
 
 
+def step(x: torch.Tensor, q: torch.Tensor, p: torch.Tensor, generator: torch.Generator, *, greedy=False,
+         lenience=1.0):
+    """The step in one process: the orchestrator's draws, then the target's computation."""
+    uniforms = draw_uniforms(x.shape[0], greedy, generator)
+    return accept_correct(x, None if greedy else q, p, uniforms, greedy=greedy, lenience=lenience)
+
+
 def run(x: list[int], q: torch.Tensor, p: torch.Tensor, *, greedy=False, lenience=1.0, seed=0):
-    return accept_correct(
-        torch.tensor(x, dtype=torch.long), q, p, greedy=greedy, lenience=lenience,
-        generator=torch.Generator().manual_seed(seed),
-    )
+    return step(torch.tensor(x, dtype=torch.long), q, p, torch.Generator().manual_seed(seed), greedy=greedy,
+                lenience=lenience)
 
 
 def test_forced_accept_then_bonus_from_last_target_row():
@@ -75,7 +83,7 @@ def _first_token_counts(p, q, lenience, samples, k):
     counts = torch.zeros(p.shape[1])
     for _ in range(samples):
         x = torch.stack([torch.multinomial(q[i], 1, generator=generator)[0] for i in range(k)])
-        verdict = accept_correct(x, q, p, greedy=False, lenience=lenience, generator=generator)
+        verdict = step(x, q, p, generator, lenience=lenience)
         counts[verdict.tokens[0]] += 1
     return counts
 
@@ -105,18 +113,39 @@ def test_lenience_is_detected_as_a_different_distribution(random_rows):
     assert _pvalue(counts, p[0]) < 1e-6
 
 
-@pytest.mark.parametrize("greedy, lenience", [(False, 1.0), (False, 0.6), (True, 1.0), (True, 0.5)])
-def test_the_split_step_equals_the_whole_step(greedy, lenience):
-    """count_accepted (target) + correct (orchestrator) give accept_correct's tokens, seed for seed."""
+def test_a_truncated_q_keeps_the_first_token_exactly_p(random_rows):
+    """A draft that samples from its own top-N (draft_service.drafter) returns that truncated q: still exact."""
+    p, q = random_rows
+    top2 = torch.zeros_like(q).scatter(-1, q.topk(2).indices, q.topk(2).values)
+    counts = _first_token_counts(p, top2 / top2.sum(-1, keepdim=True), lenience=1.0, samples=20_000, k=2)
+    assert _pvalue(counts, p[0]) > 1e-3
+
+
+def test_the_uniforms_drawn_are_the_accept_tests_then_the_corrections():
+    first = draw_uniforms(3, False, torch.Generator().manual_seed(5))
+    generator = torch.Generator().manual_seed(5)
+    assert torch.equal(first.accept, torch.rand(3, generator=generator))
+    assert first.correct == float(torch.rand(1, generator=generator, dtype=torch.float64))
+    greedy = draw_uniforms(3, True, generator)
+    assert greedy.accept.numel() == 0 and greedy.correct == 0.0
+
+
+@pytest.mark.parametrize("lenience", [1.0, 0.6])
+def test_the_target_given_the_score_requests_rows_and_uniforms_gives_the_one_process_steps_tokens(lenience):
+    """The orchestrator's draws and the draft's rows reach the target through a ScoreRequest (float32 u_i, a
+    double for the correction's quantile, q as ProbRows) unchanged: its step gives the one-process step's
+    tokens, seed for seed."""
     generator = torch.Generator().manual_seed(3)
     for seed in range(200):
         p = (2 * torch.randn(4, 7, generator=generator)).softmax(-1)
         q = (2 * torch.randn(3, 7, generator=generator)).softmax(-1)
         x = torch.stack([torch.multinomial(q[i], 1, generator=generator)[0] for i in range(3)])
-        whole = accept_correct(x, q, p, greedy=greedy, lenience=lenience, generator=torch.Generator().manual_seed(seed))
+        whole = step(x, q, p, torch.Generator().manual_seed(seed), lenience=lenience)
 
-        split_generator = torch.Generator().manual_seed(seed)
-        u = draw_uniforms(3, greedy, split_generator)
-        n = count_accepted(x, p, q[torch.arange(3), x], u, greedy=greedy, lenience=lenience)
-        token = correct(p[n], q[n] if n < 3 else None, greedy=greedy, lenience=lenience, generator=split_generator)
-        assert x[:n].tolist() + [token] == whole.tokens
+        drawn = draw_uniforms(3, False, torch.Generator().manual_seed(seed))
+        request = target_pb2.ScoreRequest.FromString(target_pb2.ScoreRequest(
+            draft_probs=encode_rows(q), uniforms=drawn.accept.tolist(), correction_uniform=drawn.correct,
+        ).SerializeToString())
+        received_q, received = check_sampled_step(request.draft_probs, request.uniforms, request.correction_uniform,
+                                                  draft_ids=x.tolist(), vocab_size=7)
+        assert accept_correct(x, received_q, p, received, greedy=False, lenience=lenience) == whole

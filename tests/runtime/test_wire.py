@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from specdec.runtime.wire import decode_rows, encode_rows, row_argmax
+from specdec.runtime.wire import decode_rows, encode_rows
 from specdec.v1 import common_pb2
 
 
@@ -109,16 +109,6 @@ def test_sparse_ids_outside_the_vocabulary_are_rejected():
         decode_rows(message)
 
 
-def test_row_argmax_reads_the_argmax_off_sparse_and_dense_rows():
-    sparse = torch.zeros(1, 500)
-    sparse[0, [3, 250, 499]] = torch.tensor([0.2, 0.5, 0.3])
-    dense = torch.rand(1, 500).softmax(dim=-1)
-    for row in (sparse, dense):
-        assert row_argmax(encode_rows(row)) == int(row.argmax())
-    with pytest.raises(ValueError):
-        row_argmax(encode_rows(torch.zeros(2, 500)))
-
-
 @pytest.mark.parametrize(
     "message, words",
     [
@@ -128,23 +118,10 @@ def test_row_argmax_reads_the_argmax_off_sparse_and_dense_rows():
         (common_pb2.ProbRows(num_rows=1, vocab_size=20, dense=b"\x00" * 80), "wider than the vocabulary"),
         (_sparse([2, -1], [1], [1.0], num_rows=2), "malformed sparse"),  # a negative length
         (common_pb2.ProbRows(num_rows=0, sparse_probs=b"\x00"), "not a whole number"),
+        (_sparse([11], [1] * 11, [0.1] * 11, num_rows=1), "11 entries, more than the 10 tokens"),  # repeated ids
     ],
 )
 def test_every_malformed_message_raises_value_error_saying_what_is_wrong(message, words):
     """Fuzzing (tests/fuzz/test_fuzz_wire.py) found these raising numpy's unexplained errors, or decoding."""
     with pytest.raises(ValueError, match=words):
         decode_rows(message, 10)
-
-
-@pytest.mark.parametrize(
-    "message",
-    [
-        _sparse([1], [3], [0.5, 0.5], num_rows=1),  # more probabilities than ids: was an IndexError
-        _sparse([0], [], [], num_rows=1),  # an empty row
-        common_pb2.ProbRows(num_rows=1, vocab_size=2, dense=b"\x00" * 6),
-        common_pb2.ProbRows(num_rows=2, vocab_size=1, dense=b"\x00" * 8),
-    ],
-)
-def test_row_argmax_of_a_malformed_row_raises_value_error(message):
-    with pytest.raises(ValueError, match="ProbRows"):
-        row_argmax(message)
