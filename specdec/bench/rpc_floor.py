@@ -27,7 +27,7 @@ from orchestrator.clients import SessionStreams
 from specdec.cli.launcher import free_port, wait_healthy
 from specdec.runtime.batching import BatchScheduler
 from specdec.runtime.serving import CHANNEL_OPTIONS, Draining, ServerSpec, serve, serve_session_stream
-from specdec.v1 import common_pb2, target_pb2, target_pb2_grpc
+from specdec.v1 import target_pb2, target_pb2_grpc
 
 WORK_MS = (0.0, 6.0, 60.0)  # nothing, about a draft step, about a target step on a CPU
 
@@ -49,8 +49,7 @@ class SleepingTarget(target_pb2_grpc.TargetServicer):
         started = time.perf_counter()
         await self._scheduler.call(time.sleep, request.uniforms[0])
         seconds = time.perf_counter() - started
-        probs = common_pb2.ProbRows(num_rows=1, vocab_size=1)
-        return target_pb2.ScoreResponse(num_accepted=0, probs=probs, compute_seconds=seconds)
+        return target_pb2.ScoreResponse(num_accepted=0, next_token=0, compute_seconds=seconds)
 
 
 async def _no_cache_to_free(session_id: str) -> None:
