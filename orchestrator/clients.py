@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -17,6 +18,7 @@ from specdec.runtime.serving import CHANNEL_OPTIONS
 from specdec.runtime.speculative import Uniforms
 from specdec.runtime.tls import TlsFiles, aio_channel
 from specdec.runtime.validation import sampling_to_proto
+from specdec.runtime.wire import check_rows
 from specdec.v1 import common_pb2, draft_pb2, draft_pb2_grpc, target_pb2, target_pb2_grpc
 
 DRAFT_METHODS = {"model": draft_pb2.DRAFT_METHOD_MODEL, "ngram": draft_pb2.DRAFT_METHOD_NGRAM}
@@ -49,6 +51,8 @@ class Scored(NamedTuple):
     next_token: int  # the recovered or bonus token, after the first n drafts
     features: common_pb2.Features | None  # of the positions the step commits, when asked for
 
+
+log = logging.getLogger("specdec")
 
 Request = TypeVar("Request")
 Reply = TypeVar("Reply")
@@ -202,7 +206,20 @@ class DraftClient(_Upstream):
         meter.wire_bytes += message.ByteSize() + reply_message.ByteSize()
         if reply.HasField("features_from"):
             return Drafted(Drafts([], None), reply.features_from)
+        if len(reply.token_ids) > k or not params.greedy and not self._rows_fit(reply.probs, len(reply.token_ids)):
+            # A draft's bug costs this iteration its drafts, never the request (the target would refuse the rows).
+            log.warning("draft replica sent %d tokens with malformed q rows for k = %d: drafting nothing this time",
+                        len(reply.token_ids), k)
+            return Drafted(Drafts([], None), None)
         return Drafted(Drafts(list(reply.token_ids), None if params.greedy else reply.probs), None)
+
+    def _rows_fit(self, rows: common_pb2.ProbRows, num_tokens: int) -> bool:
+        """Whether a sampled reply's q rows are well-formed, one per token, within the vocabulary."""
+        try:
+            check_rows(rows, self.info.vocab_size or None)
+        except ValueError:
+            return False
+        return rows.num_rows == num_tokens
 
 
 class TargetClient(_Upstream):

@@ -32,24 +32,34 @@ def encode_rows(rows: torch.Tensor) -> common_pb2.ProbRows:
     return message
 
 
-def decode_rows(message: common_pb2.ProbRows, vocab_size: int | None = None) -> torch.Tensor:
-    """ProbRows -> [n, V] float32 rows. `vocab_size` widens sparse rows to a known vocabulary.
-    A malformed message (its sender's bug) raises ValueError saying what is wrong with it."""
+def check_rows(message: common_pb2.ProbRows, vocab_size: int | None = None) -> None:
+    """Raises ValueError saying what is wrong with a malformed message (its sender's bug), without widening
+    its rows. `vocab_size`: the vocabulary the rows must fit in (default: the message's own width)."""
     width = vocab_size or message.vocab_size
     if message.vocab_size > width:
         raise ValueError(f"malformed ProbRows: rows {message.vocab_size} wide, wider than the vocabulary ({width})")
     if message.dense:
-        dense = _dense(message).reshape(message.num_rows, message.vocab_size)
-        rows = torch.from_numpy(dense.astype(np.float32))
-        if width > message.vocab_size:
-            rows = torch.nn.functional.pad(rows, (0, width - message.vocab_size))
-        return rows
-    lengths, token_ids, probs = _sparse(message)
+        _dense(message)
+        return
+    lengths, token_ids, _ = _sparse(message)
     if lengths.size and int(lengths.max()) > width:
         raise ValueError(f"malformed sparse ProbRows: a row has {int(lengths.max())} entries, more than the {width} "
                          "tokens of the vocabulary")
     if token_ids.size and not 0 <= int(token_ids.min()) <= int(token_ids.max()) < width:
         raise ValueError(f"malformed ProbRows: a token id is outside [0, {width})")
+
+
+def decode_rows(message: common_pb2.ProbRows, vocab_size: int | None = None) -> torch.Tensor:
+    """ProbRows -> [n, V] float32 rows. `vocab_size` widens sparse rows to a known vocabulary.
+    A malformed message raises ValueError (check_rows)."""
+    check_rows(message, vocab_size)
+    width = vocab_size or message.vocab_size
+    if message.dense:
+        rows = torch.from_numpy(_dense(message).reshape(message.num_rows, message.vocab_size).astype(np.float32))
+        if width > message.vocab_size:
+            rows = torch.nn.functional.pad(rows, (0, width - message.vocab_size))
+        return rows
+    lengths, token_ids, probs = _sparse(message)
     rows = np.zeros((message.num_rows, width), dtype=np.float32)
     # numpy, not torch: torch.repeat_interleave costs milliseconds per call on small inputs.
     rows[np.repeat(np.arange(message.num_rows), lengths), token_ids] = probs

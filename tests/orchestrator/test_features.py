@@ -112,7 +112,8 @@ class Draft(draft_pb2_grpc.DraftServicer):
             yield draft_pb2.ProposeStreamResponse(response=reply)
 
 
-def run_loop(draft: Draft, max_new_tokens: int = 8) -> tuple[list[list[int]], Target, LoopStats]:
+def run_loop(draft, max_new_tokens: int = 8, params: SamplingParams = SamplingParams(),
+             feature_size: int = WIDTH) -> tuple[list[list[int]], Target, LoopStats]:
     target = Target()
 
     async def main() -> list[list[int]]:
@@ -124,10 +125,10 @@ def run_loop(draft: Draft, max_new_tokens: int = 8) -> tuple[list[list[int]], Ta
         ]
         try:
             channels = [grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") for server in servers]
-            info = common_pb2.ModelInfo(vocab_size=VOCAB, feature_size=WIDTH)
+            info = common_pb2.ModelInfo(vocab_size=VOCAB, feature_size=feature_size)
             target_client = TargetClient(channels[0], 5.0, info=info)
             draft_client = DraftClient(channels[1], 5.0, info=info)
-            config = GenerationConfig(PROMPT, max_new_tokens, SamplingParams(), seed=0, draft="model", k=2,
+            config = GenerationConfig(PROMPT, max_new_tokens, params, seed=0, draft="model", k=2,
                                       adaptive=False, stop=(), ignore_eos=True)
             loop = SpeculativeLoop(config, "s", draft_client, target_client, stats, CostModel(), DraftGuard(5.0))
             committed = [tokens async for tokens in loop.tokens()]
@@ -163,3 +164,24 @@ def test_a_draft_that_still_lacks_the_features_after_the_resend_costs_its_drafts
     assert [(r.features.offset, r.features.num_rows) for r in draft.requests] == [
         (0, 4), (0, 4), (0, 5), (0, 5), (0, 6), (0, 6)
     ]
+
+
+class MalformedDraft(draft_pb2_grpc.DraftServicer):
+    """A draft with a bug: its sampled replies carry one q row fewer than tokens."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def ProposeStream(self, requests: AsyncIterator[draft_pb2.ProposeStreamRequest], context):
+        async for message in requests:
+            self.calls += 1
+            k = message.request.num_tokens
+            rows = common_pb2.ProbRows(num_rows=k - 1, vocab_size=VOCAB, sparse_row_lengths=b"\x00\x00\x00\x00" * (k - 1))
+            yield draft_pb2.ProposeStreamResponse(response=draft_pb2.ProposeResponse(token_ids=[2] * k, probs=rows))
+
+
+def test_a_draft_reply_with_malformed_rows_costs_that_iteration_its_drafts_not_the_request():
+    draft = MalformedDraft()
+    committed, target, _ = run_loop(draft, max_new_tokens=4, params=SamplingParams(temperature=1.0), feature_size=0)
+    assert committed == [[1]] * 4 and draft.calls == 3  # asked every iteration with budget for drafts
+    assert all(not request.draft_token_ids for request in target.requests)
