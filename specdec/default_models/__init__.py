@@ -41,9 +41,9 @@ def cache_dir() -> Path:
 
 
 def prepare_if_named(*models: str) -> None:
-    """Prepares the embedded model once, here, if any of `models` names it: a launcher calls this
-    rather than let the services it starts race to convert it."""
-    if DEFAULT_MODEL in models:
+    """Prepares the embedded model once, here, if any of `models` needs it (the shipped EAGLE head reads
+    its embeddings): a launcher calls this rather than let the services it starts race to convert it."""
+    if DEFAULT_MODEL in models or DEFAULT_EAGLE in models:
         ensure_embedded_model()
 
 

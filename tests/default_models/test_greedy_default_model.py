@@ -1,5 +1,6 @@
 """Greedy output on the real default target is token-for-token transformers' own at the precision it is
-served at: speculative and plain at float32; plain at int4 (what auto picks for it on a CPU) and int8.
+served at: speculative (a random LM draft, prompt lookup, the shipped EAGLE head) and plain at float32; plain
+at int4 (what auto picks for it on a CPU) and int8.
 
 Speculative greedy output at int4 and int8 is not asserted: their activations are bfloat16, and a
 (k + 1)-token verify pass rounds a little differently from one-token steps (torch's attention kernel is
@@ -14,6 +15,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from specdec.default_models import DEFAULT_EAGLE
 from specdec.runtime import precision
 from specdec.v1 import generation_pb2, generation_pb2_grpc
 from tests.stack import Stack
@@ -62,13 +64,7 @@ def stack(default_model, random_draft, served_at):
 
 
 async def generate_tokens(address: str, prompt_ids: list[int], draft: str, k: int) -> list[int]:
-    request = generation_pb2.GenerateRequest(
-        prompt_token_ids=prompt_ids, max_new_tokens=MAX_NEW_TOKENS, temperature=0.0, draft=draft,
-        num_speculative_tokens=k,
-    )
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = generation_pb2_grpc.GenerationStub(channel)
-        return [t async for chunk in stub.Generate(request, timeout=300) for t in chunk.token_ids]
+    return (await generate_with_stats(address, prompt_ids, draft, k))[0]
 
 
 CASES = [("float32", "ngram", 4), ("float32", "model", 3), ("float32", "none", 0), ("int4", "none", 0),
@@ -79,3 +75,32 @@ CASES = [("float32", "ngram", 4), ("float32", "model", 3), ("float32", "none", 0
 def test_greedy_output_equals_transformers_generate(stack, prompts_and_references, served_at, draft, k):
     for prompt_ids, reference in prompts_and_references:
         assert asyncio.run(generate_tokens(stack.address, prompt_ids, draft, k)) == reference
+
+
+@pytest.mark.parametrize("served_at", ["float32"], indirect=True)
+def test_greedy_with_the_shipped_eagle_head_equals_transformers_generate(default_model, prompts_and_references,
+                                                                         served_at):
+    """The EAGLE head drafts from the real target's features; its drafts are accepted often enough that
+    the output holds accepted drafts and corrections both."""
+    stack = Stack(str(default_model), DEFAULT_EAGLE, dtype=served_at)
+    try:
+        for k in (2, 0):
+            accepted = 0
+            for prompt_ids, reference in prompts_and_references:
+                tokens, stats = asyncio.run(generate_with_stats(stack.address, prompt_ids, "model", k))
+                assert tokens == reference
+                accepted += stats.accepted_tokens
+            assert accepted > 0
+    finally:
+        stack.close()
+
+
+async def generate_with_stats(address: str, prompt_ids: list[int], draft: str, k: int):
+    request = generation_pb2.GenerateRequest(
+        prompt_token_ids=prompt_ids, max_new_tokens=MAX_NEW_TOKENS, temperature=0.0, draft=draft,
+        num_speculative_tokens=k,
+    )
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = generation_pb2_grpc.GenerationStub(channel)
+        chunks = [chunk async for chunk in stub.Generate(request, timeout=300)]
+    return [t for chunk in chunks for t in chunk.token_ids], chunks[-1].stats

@@ -44,7 +44,7 @@ def _calls(env: dict[str, str]) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-@pytest.mark.parametrize("model", ["default", HUB_ID, "/models/mine", "/models/mine.gguf"])
+@pytest.mark.parametrize("model", ["default", "default-eagle", HUB_ID, "/models/mine", "/models/mine.gguf"])
 def test_check_fails_fast_and_says_what_is_missing(volume, model):
     result = _run("check-models.sh", volume, model)
     assert result.returncode == 1
@@ -62,6 +62,8 @@ def test_fetch_fills_the_volume_once_and_check_then_passes(volume):
     assert _calls(volume) == ["hf download " + HUB_ID + ' --exclude *.gguf --exclude onnx/* --exclude *.onnx',
                               "specdec prepare"]
     assert _run("check-models.sh", volume, HUB_ID, "default", "default-draft").returncode == 0
+    # The EAGLE head ships in the image but reads the default target's embeddings from the volume.
+    assert _run("check-models.sh", volume, "default-eagle").returncode == 0
     # A second run (the Job applied again) downloads nothing from the hub.
     assert _run("fetch-models.sh", volume, HUB_ID).returncode == 0
     assert len([c for c in _calls(volume) if c.startswith("hf ")]) == 1
