@@ -49,7 +49,7 @@ def add_parser(commands) -> None:
                                 help="serve the OpenAI-compatible HTTP API on this port too, on --host (0 = off)")
         else:
             parser.add_argument("--model", default=DEFAULT_MODEL if role == "target" else "",
-                                help="HF id, directory, .gguf file, 'default' or 'default-draft'"
+                                help="HF id, directory, .gguf file, 'default', 'default-draft' or 'default-eagle'"
                                 + (" ('' = n-gram only)" if role == "draft" else ""))
             parser.add_argument("--dtype", default="float32", choices=precision_names.CHOICES,
                                 help="float32 (greedy speculative output is exactly plain greedy's), bfloat16, "

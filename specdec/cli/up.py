@@ -11,7 +11,7 @@ from pathlib import Path
 
 from orchestrator.admission import DEFAULT_MAX_RUNNING, DEFAULT_MAX_WAITING
 from specdec.cli.launcher import DEFAULT_PORTS, METRICS_PORT, LocalStack, ServiceFailed, StackSpec
-from specdec.default_models import DEFAULT_DRAFT, DEFAULT_MODEL, prepare_if_named
+from specdec.default_models import DEFAULT_EAGLE, DEFAULT_MODEL, prepare_if_named
 from specdec.runtime import precision_names
 from specdec.runtime.tls import write_stack_certificates
 
@@ -19,8 +19,9 @@ from specdec.runtime.tls import write_stack_certificates
 def add_parser(commands) -> None:
     up = commands.add_parser("up", help="start draft, target and orchestrator on this machine")
     up.add_argument("--target-model", default=DEFAULT_MODEL)
-    up.add_argument("--draft-model", default=DEFAULT_DRAFT,
-                    help="default-draft = the shipped distilled draft; '' = n-gram drafting only, no draft weights")
+    up.add_argument("--draft-model", default=DEFAULT_EAGLE,
+                    help="default-eagle = the shipped EAGLE head (drafts from the target's features); default-draft = "
+                         "the shipped distilled LM draft; '' = n-gram drafting only, no draft weights")
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=DEFAULT_PORTS["orchestrator"])
     up.add_argument("--draft-port", type=int, default=DEFAULT_PORTS["draft"])

@@ -5,6 +5,7 @@
 #
 # Names, as the servers take them: "" (none: n-gram drafting), default-draft (shipped in the
 # image), default (SmolLM2-135M-Instruct, converted into $SPECDEC_CACHE by `specdec prepare`),
+# default-eagle (shipped in the image, but it reads the default target's embeddings: as default),
 # an absolute path (a model directory or a .gguf file on the volume), or a Hugging Face id
 # (a snapshot in $HF_HOME/hub, as `hf download` leaves it).
 set -u
@@ -13,7 +14,7 @@ status=0
 for model in "$@"; do
     case "$model" in
         "" | default-draft) continue ;;
-        default) found="$SPECDEC_CACHE/SmolLM2-135M-Instruct/config.json" ;;
+        default | default-eagle) found="$SPECDEC_CACHE/SmolLM2-135M-Instruct/config.json" ;;
         /*.gguf) found="$model" ;;
         /*) found="$model/config.json" ;;
         *)
