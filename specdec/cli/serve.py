@@ -57,6 +57,10 @@ def add_parser(commands) -> None:
                                      "fastest for the device. Below float32 a verify pass can round a near-tie "
                                      "differently from one-token steps (README, \"Precision\")")
             parser.add_argument("--device", default="cpu")
+            if role == "draft":
+                parser.add_argument("--vocab-slice", default="",
+                                    help="an LM draft scores only the FR-Spec slice of this EAGLE head (e.g. "
+                                         "default-eagle: the target's 8,192 most frequent output tokens); exact")
             parser.add_argument("--max-k", type=int, default=16, help="largest k a call may ask for")
             parser.add_argument("--cache-mb", type=int, default=2048,
                                 help="KV cache budget: slots of --max-context tokens, LRU over sessions")
@@ -120,7 +124,7 @@ async def _serve_role(args: argparse.Namespace) -> None:
         torch.set_num_threads(1)  # this thread's small tensor work; the model thread takes `threads` (batching.py)
         options = ModelOptions(
             args.dtype, args.device, args.cache_mb, args.max_context, args.max_k, args.trust_remote_code, threads,
-            args.compile,
+            args.compile, getattr(args, "vocab_slice", ""),
         )
         if args.role == "draft":
             from draft_service.server import draft_server as build

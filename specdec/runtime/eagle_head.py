@@ -214,6 +214,14 @@ def eagle_dir(spec: str) -> Path | None:
     return path if is_eagle_dir(path) else None
 
 
+def slice_of(spec: str) -> torch.Tensor:
+    """The FR-Spec slice's token ids of the EAGLE head `spec` names (for a plain LM draft too)."""
+    path = eagle_dir(spec)
+    if path is None:
+        raise ValueError(f"--vocab-slice names an EAGLE head (e.g. default-eagle), whose slice it takes; {spec!r} is not one")
+    return load_file(str(path / WEIGHTS_FILE))["slice_ids"]
+
+
 def load_eagle(path: Path, device: str, trust_remote_code: bool = False) -> tuple[EagleHead, int]:
     """The head on `device` with its target's tables, and the target's context length. The target is loaded
     for its embeddings and output-layer slice only, and let go."""

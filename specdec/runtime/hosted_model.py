@@ -11,11 +11,12 @@ import torch
 from specdec.runtime import precision, service_metrics
 from specdec.runtime.batching import BatchScheduler
 from specdec.runtime.cached_lm import CachedLM, Step
-from specdec.runtime.eagle_head import eagle_dir, load_eagle
+from specdec.runtime.eagle_head import eagle_dir, load_eagle, slice_of
 from specdec.runtime.eagle_lm import EagleLM
 from specdec.runtime.features import feature_size_of
 from specdec.runtime.models import load_model, load_tokenizer, max_context, tokenizer_fingerprint
 from specdec.runtime.slot_lm import SlotLM, agrees_with_reference
+from specdec.runtime.vocab_slice import apply_vocab_slice
 from specdec.v1 import common_pb2
 
 log = logging.getLogger("specdec")
@@ -31,6 +32,7 @@ class ModelOptions:
     trust_remote_code: bool = False
     threads: int = 0  # torch threads of the model thread (0 = torch's default)
     compile: bool = False  # torch.compile the forward pass, at load
+    vocab_slice: str = ""  # an EAGLE head whose FR-Spec slice the LM's output layer is cut to ("" = whole)
 
 
 @dataclass(frozen=True)
@@ -50,11 +52,15 @@ class HostedModel:
 
         def load_lm() -> SlotLM | CachedLM | EagleLM:  # on the model thread, which runs all the model's work
             if (head_dir := eagle_dir(spec)) is not None:
+                if options.vocab_slice:
+                    raise ValueError("--vocab-slice is for an LM draft: an EAGLE head scores its own slice already")
                 head, target_context = load_eagle(head_dir, options.device, options.trust_remote_code)
                 picked.append(precision.FLOAT32)
                 contexts.append(min(options.max_context, target_context))
                 return EagleLM(head, options.cache_mb * 1024 * 1024, contexts[0])
             model = load_model(spec, "float32", "cpu", options.trust_remote_code)
+            if options.vocab_slice:
+                apply_vocab_slice(model, slice_of(options.vocab_slice))
             picked.append(precision.resolve(options.precision, model, options.device))
             contexts.append(min(options.max_context, max_context(model)))
             lm = kv_cache_for(model.to(options.device), options.cache_mb * 1024 * 1024, contexts[0], picked[0])

@@ -90,7 +90,7 @@ def apply(model: nn.Module, precision: Precision) -> nn.Module:
     model.to(precision.dtype)
     if precision.name not in QUANTIZED:
         return model
-    output_layer = model.get_output_embeddings()
+    output_layer = _output_linear(model)
     for parent in list(model.modules()):
         for child_name, child in parent.named_children():
             if type(child) is not nn.Linear:
@@ -188,8 +188,14 @@ def _bias(linear: nn.Linear) -> nn.Parameter | None:
     return None if linear.bias is None else nn.Parameter(linear.bias.detach().to(_ACTIVATIONS), requires_grad=False)
 
 
-def _decoder_linears(model: nn.Module) -> list[nn.Linear]:
+def _output_linear(model: nn.Module) -> nn.Module:
+    """The linear the logits come from (inside a vocabulary slice, when the output layer is one)."""
     output_layer = model.get_output_embeddings()
+    return getattr(output_layer, "sliced", output_layer)
+
+
+def _decoder_linears(model: nn.Module) -> list[nn.Linear]:
+    output_layer = _output_linear(model)
     return [m for m in model.modules() if type(m) is nn.Linear and m is not output_layer]
 
 
