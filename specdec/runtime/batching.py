@@ -311,4 +311,6 @@ def _prefill_chunk(step: Step, new: int) -> Step:
     end = min(start + PREFILL_CHUNK, length - step.num_logits)
     if new <= PREFILL_CHUNK or end <= start:
         return step
-    return Step(step.session_id, step.token_ids[:end], 0, max(0, end - max(start, length - step.num_features)))
+    # The chunk keeps the step's input features: a feature drafter's chunk reads them too.
+    return replace(step, token_ids=step.token_ids[:end], num_logits=0,
+                   num_features=max(0, end - max(start, length - step.num_features)))

@@ -104,3 +104,30 @@ def test_the_artefact_round_trips(tmp_path):
     feats = torch.randn(1, 4, 16)
     with torch.no_grad():
         assert torch.equal(loaded.unrolled(feats, ids, 2)[1], head.unrolled(feats, ids, 2)[1])
+
+
+def test_a_long_prompt_reaches_the_head_in_prefill_chunks_with_its_features(monkeypatch):
+    import asyncio
+
+    from draft_service.eagle_drafter import propose_with_eagle
+    from specdec.runtime import batching
+    from specdec.runtime.batching import BatchScheduler
+    from specdec.runtime.sampling import SamplingParams
+
+    monkeypatch.setattr(batching, "PREFILL_CHUNK", 16)
+    target = tiny_target()
+    head = tiny_head(target)
+    prompt = torch.randint(0, VOCAB, (50,), generator=torch.Generator().manual_seed(5)).tolist()
+    f = FeatureRows(0, features(len(prompt))[:-1].half())
+
+    def propose(lm: EagleLM) -> list[int]:
+        async def main():
+            scheduler = BatchScheduler(lambda: lm)
+            job = propose_with_eagle(lm, "s", prompt, 3, SamplingParams(), 0, f)
+            proposal, _ = await asyncio.wait_for(scheduler.run(job), 30)  # a lost chunk would loop for ever
+            return proposal.token_ids
+        return asyncio.run(main())
+
+    chunked = propose(EagleLM(head, cache_budget_bytes=1 << 20, capacity=64))
+    monkeypatch.setattr(batching, "PREFILL_CHUNK", 256)
+    assert len(chunked) == 3 and chunked == propose(EagleLM(head, cache_budget_bytes=1 << 20, capacity=64))
