@@ -13,7 +13,7 @@ from specdec.runtime.sampling import SamplingParams
 from specdec.v1 import draft_pb2, draft_pb2_grpc
 from tests.stack import Stack
 from tests.system.test_exactness import SAMPLES, chi_square_pvalue, exact_joint, sampled_joint
-from tests.system.test_faults import LONG, collect, plain, request
+from tests.system.test_faults import LONG, collect, collect_all, plain, request
 
 
 @pytest.fixture(scope="module")
@@ -53,20 +53,10 @@ def test_a_draft_replica_killed_mid_stream_the_other_catches_up_on_features(tiny
     try:
         expected = plain(stack)
 
-        async def concurrent():
-            killed = []
-
-            def kill_once():
-                if not killed:
-                    killed.append(stack.processes["draft-1"].kill())
-
-            return await asyncio.gather(*(
-                collect(stack.address, request(max_new_tokens=LONG, draft="model", num_speculative_tokens=2),
-                        after_first_chunk=kill_once)
-                for _ in range(2)
-            ))
-
-        outputs = asyncio.run(concurrent())
+        outputs = asyncio.run(collect_all(
+            stack.address, [request(max_new_tokens=LONG, draft="model", num_speculative_tokens=2)] * 2,
+            stack.processes["draft-1"].kill,
+        ))
     finally:
         stack.close()
     assert [tokens for tokens, _ in outputs] == [expected, expected]

@@ -33,6 +33,17 @@ async def collect(address: str, message: generation_pb2.GenerateRequest, after_f
     return tokens, last
 
 
+async def collect_all(address: str, messages: list[generation_pb2.GenerateRequest], fault):
+    """Streams all `messages` at once; `fault()` runs once, when the first of them gets its first chunk."""
+    done: list = []
+
+    def once() -> None:
+        if not done:
+            done.append(fault())
+
+    return await asyncio.gather(*(collect(address, message, after_first_chunk=once) for message in messages))
+
+
 def run(coroutine):
     return asyncio.run(coroutine)
 
@@ -92,20 +103,10 @@ def test_a_target_replica_killed_mid_stream_loses_no_token(tiny_target, tiny_dra
         expected = {k: run(collect(stack.address, request(max_new_tokens=LONG, draft="model", num_speculative_tokens=k)))[0]
                     for k in (1, 2, 3, 4)}
 
-        async def concurrent():
-            killed = []
-
-            def kill_once():
-                if not killed:
-                    killed.append(stack.processes["target-1"].kill())
-
-            return await asyncio.gather(*(
-                collect(stack.address, request(max_new_tokens=LONG, draft="model", num_speculative_tokens=k),
-                        after_first_chunk=kill_once)
-                for k in expected
-            ))
-
-        outputs = run(concurrent())
+        outputs = run(collect_all(
+            stack.address, [request(max_new_tokens=LONG, draft="model", num_speculative_tokens=k) for k in expected],
+            stack.processes["target-1"].kill,
+        ))
     finally:
         stack.close()
     assert stack.processes["target-1"].returncode == -signal.SIGKILL
@@ -169,20 +170,10 @@ def test_a_draining_target_replica_hands_its_streams_over(tiny_target, tiny_draf
     try:
         expected = plain(stack)
 
-        async def concurrent():
-            signalled = []
-
-            def drain_once():
-                if not signalled:
-                    signalled.append(draining.send_signal(signal.SIGTERM))
-
-            return await asyncio.gather(*(
-                collect(stack.address, request(max_new_tokens=LONG, draft="model", num_speculative_tokens=2),
-                        after_first_chunk=drain_once)
-                for _ in range(4)
-            ))
-
-        outputs = run(concurrent())
+        outputs = run(collect_all(
+            stack.address, [request(max_new_tokens=LONG, draft="model", num_speculative_tokens=2)] * 4,
+            lambda: draining.send_signal(signal.SIGTERM),
+        ))
         assert draining.wait(timeout=30) == 0  # drained and exited cleanly, within its grace period
     finally:
         stack.close()
