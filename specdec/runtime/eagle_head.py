@@ -107,7 +107,8 @@ class EagleHead(nn.Module):
         k = self.k_proj(h).view(batch, seq, c.num_kv_heads, c.head_dim).transpose(1, 2)
         v = self.v_proj(h).view(batch, seq, c.num_kv_heads, c.head_dim).transpose(1, 2)
         angles = positions.float()[:, None, :, None] * self.inv_freq  # [B, 1, S, D/2]
-        cos, sin = torch.cat([angles, angles], -1).cos(), torch.cat([angles, angles], -1).sin()
+        angles = torch.cat([angles, angles], -1)  # [B, 1, S, D]
+        cos, sin = angles.cos(), angles.sin()
         return _rotate(q, cos, sin), _rotate(k, cos, sin), v
 
     def finish(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:

@@ -83,16 +83,16 @@ class EagleLM(SlotSessions[_Session]):
         for b, (i, s, r) in enumerate(zip(ready, sessions, reuse)):
             step = steps[i]
             tokens[b, : new[b]] = torch.tensor(step.token_ids[r:])
-            known = 0
-            for j, position in enumerate(range(r, len(step.token_ids))):
-                if position == 0:
-                    known += 1
-                elif step.features is not None and step.features.offset <= position - 1 < step.features.end:
-                    inputs[b, j] = step.features.rows[position - 1 - step.features.offset].float()
-                    known += 1
-                else:  # the next drafted token: the head's own guess of the feature before it
-                    inputs[b, j] = s.last_g
-            true_new.append(known)
+            # Positions [r, top) read true features (position 0 reads zeros); features_needed_from checked
+            # that the rows start early enough. What follows, at most one position, is the next drafted
+            # token: it reads the head's own guess of the feature before it.
+            first, end, top = max(r, 1), len(step.token_ids), max(r, 1)
+            if (f := step.features) is not None:
+                top = min(end, f.end + 1)
+                inputs[b, first - r : top - r] = f.rows[first - 1 - f.offset : top - 1 - f.offset].float()
+            if top < end:
+                inputs[b, top - r : end - r] = s.last_g
+            true_new.append(top - r)
         positions = torch.tensor(reuse)[:, None] + torch.arange(width)  # [B, W]
         valid = torch.arange(width)[None, :] < torch.tensor(new)[:, None]  # [B, W] real tokens, not padding
         x = head.project(inputs, tokens.to(self.device))
