@@ -99,6 +99,7 @@ class SessionStreams(Generic[Request, Reply]):
             deadline = self._deadlines.get(session_id)
             timeout_s = None if deadline is None else max(deadline - time.monotonic(), 0.001)
             self._calls[session_id] = self._method(timeout=timeout_s)
+            metrics.UPSTREAM_STREAMS.labels(service=self._service).inc()
 
     async def call(self, session_id: str, request: Request, deadline: float, resend: bool = False) -> Reply:
         """The reply to `request`, by `deadline` (time.monotonic())."""
@@ -135,10 +136,12 @@ class SessionStreams(Generic[Request, Reply]):
         self._deadlines.pop(session_id, None)
         call = self._calls.pop(session_id, None)
         if call is not None:
+            metrics.UPSTREAM_STREAMS.labels(service=self._service).dec()
             await call.done_writing()
 
     def _drop(self, session_id: str) -> None:
         self._calls.pop(session_id).cancel()
+        metrics.UPSTREAM_STREAMS.labels(service=self._service).dec()
 
 
 async def _exchange(call: grpc.aio.StreamStreamCall, request: Request) -> Reply:

@@ -23,6 +23,8 @@ NUM_ACCEPTED_PER_POS = Counter(
 )
 DRAFT_CIRCUIT_OPEN = Gauge("specdec_draft_circuit_open", "1 while the draft service is skipped after failures")
 DRAFT_FAILURES = Counter("specdec_draft_failures", "Draft calls that failed, by status", ["code"])
+# One per session while it generates: a count that stays up after the streams end is a leak.
+UPSTREAM_STREAMS = Gauge("specdec_upstream_streams", "Session streams open to the draft or target service", ["service"])
 UPSTREAM_RESENDS = Counter("specdec_upstream_resends", "Steps sent again after a stream or replica failed", ["service"])
 REQUEST_LATENCY = Histogram("specdec_request_latency_seconds", "Generate call duration", buckets=_LATENCY_BUCKETS)
 TIME_TO_FIRST_TOKEN = Histogram("specdec_time_to_first_token_seconds", "Time to the first generated token", buckets=_LATENCY_BUCKETS)

@@ -58,6 +58,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
         # k (which never drafts more than max_adaptive_k, so no position past it is tracked).
         self._costs = CostModel(max_k=max_adaptive_k, load=lambda: admission.running)
         self._draft_guard = DraftGuard(ceiling_s=draft.timeout_s)
+        self._closing: set[asyncio.Task] = set()  # sessions whose upstream streams are being closed
 
     async def connect(self) -> None:
         """Waits for both upstreams and checks they and our tokenizer agree on token ids."""
@@ -116,8 +117,9 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
 
     async def Generate(self, request: generation_pb2.GenerateRequest, context: grpc.aio.ServicerContext):
         self.check_token(dict(context.invocation_metadata() or ()).get("authorization"))
-        async for chunk in self.generate(request, _deadline(context)):
-            yield chunk
+        async with contextlib.aclosing(self.generate(request, _deadline(context))) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     async def generate(
         self, request: generation_pb2.GenerateRequest, deadline: float | None
@@ -149,12 +151,17 @@ class GenerationServicer(generation_pb2_grpc.GenerationServicer):
             async with self._admission.place():
                 try:
                     with tracer.start_as_current_span(f"text_completion {info.model}", attributes=attributes):
-                        async for chunk in read_ahead(self._stream(config, session_id, deadline)):
-                            yield chunk
+                        # Closed here, not whenever it is garbage-collected: its producer must have stopped
+                        # before the session's streams close, or its next call reopens one, for good.
+                        async with contextlib.aclosing(read_ahead(self._stream(config, session_id, deadline))) as chunks:
+                            async for chunk in chunks:
+                                yield chunk
                 finally:
                     # Closing the session's upstream streams frees its caches on the replicas that hold
                     # them (had the streams broken, the caches are bounded and evict on their own).
-                    asyncio.ensure_future(self._end_session(session_id))
+                    closing = asyncio.ensure_future(self._end_session(session_id))
+                    self._closing.add(closing)  # the loop holds tasks weakly: this keeps it until it is done
+                    closing.add_done_callback(self._closing.discard)
 
     async def _stream(self, config: GenerationConfig, session_id: str, deadline: float | None):
         started = time.perf_counter()
