@@ -1,4 +1,4 @@
-"""`specdec soak`: a short soak on tiny models passes, and the judge fails what it should."""
+"""`specdec soak`: a short soak of the default models passes, and the judge fails what it should."""
 
 from __future__ import annotations
 
@@ -8,21 +8,6 @@ import pytest
 
 from specdec.bench.soak import failures
 from specdec.cli.main import main
-
-
-def test_a_short_soak_stays_exact_and_reports_memory(tiny_target, tiny_draft, tmp_path):
-    out = tmp_path / "soak.json"
-    with pytest.raises(SystemExit) as exit_:
-        main(["soak", "--target-model", str(tiny_target), "--draft-model", str(tiny_draft), "--streams", "4",
-              "--minutes", "0.15", "--max-new-tokens", "12", "--limit", "6", "--threads", "1", "--out", str(out)])
-    summary = json.loads(out.read_text())
-    assert exit_.value.code == 0 and summary["failures"] == []
-    assert summary["errors"] == {} and summary["mismatches"] == 0 and summary["exited"] == []
-    assert summary["requests"] > 4 and summary["tokens_per_second"] > 0
-    assert 0 < summary["latency_median_s"] <= summary["latency_p95_s"]
-    assert set(summary["rss"]) == {"target", "draft", "orchestrator"}
-    assert all(rss["warm_mib"] > 0 and rss["end_mib"] > 0 for rss in summary["rss"].values())
-    assert all(rss["growth_pct"] < 10 for rss in summary["rss"].values())
 
 
 def test_the_judge_fails_errors_mismatches_exits_and_memory_growth():
@@ -37,12 +22,17 @@ def test_the_judge_fails_errors_mismatches_exits_and_memory_growth():
                                 "the target service exited"]
 
 
-def test_a_one_minute_soak_of_the_default_models(default_model, tmp_path):
+def test_a_short_soak_of_the_default_models(default_model, tmp_path):
     """The CI-sized version of `specdec soak --streams 16 --minutes 5`, on the real default pair."""
     out = tmp_path / "soak.json"
     with pytest.raises(SystemExit) as exit_:
-        main(["soak", "--streams", "16", "--minutes", "1", "--max-new-tokens", "24", "--limit", "8",
+        main(["soak", "--streams", "16", "--minutes", "0.4", "--max-new-tokens", "24", "--limit", "8",
               "--threads", "1", "--out", str(out)])
     summary = json.loads(out.read_text())
-    assert summary["failures"] == [] and exit_.value.code == 0
-    assert summary["requests"] >= 16 and summary["mismatches"] == 0
+    assert exit_.value.code == 0 and summary["failures"] == []
+    assert summary["errors"] == {} and summary["mismatches"] == 0 and summary["exited"] == []
+    assert summary["requests"] >= 16 and summary["tokens_per_second"] > 0
+    assert 0 < summary["latency_median_s"] <= summary["latency_p95_s"]
+    assert set(summary["rss"]) == {"target", "draft", "orchestrator"}
+    assert all(rss["warm_mib"] > 0 and rss["end_mib"] > 0 for rss in summary["rss"].values())
+    assert all(rss["growth_pct"] < 10 for rss in summary["rss"].values())
