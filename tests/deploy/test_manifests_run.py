@@ -12,7 +12,8 @@ substituted, each in one place (`_localize`):
   (`dns:///draft:50052`) becomes the local address of the service it names, once the test has checked
   that the name and port really are that service's;
 - `--device` is cpu; the target model is the tiny test model `tiny_target`, a draft model `tiny_draft`
-  (the same vocabulary); the orchestrator's `--tokenizer` is `tiny_target` when it names the target's
+  (the same vocabulary), the shipped EAGLE head `tiny_eagle` (a head for `tiny_target`: features cross the
+  wire as they would); the orchestrator's `--tokenizer` is `tiny_target` when it names the target's
   model and a model with another vocabulary otherwise, so the orchestrator's own start-up check decides;
 - container paths (/models, /tmp) live under a temporary directory; an OTLP endpoint that names the
   compose collector goes to a fake collector in this process.
@@ -45,6 +46,7 @@ import pytest
 import yaml
 
 from specdec.cli.launcher import DEFAULT_PORTS, METRICS_PORT, free_port, start_process, stop_process, wait_healthy
+from specdec.default_models import DEFAULT_EAGLE
 from specdec.v1 import generation_pb2, generation_pb2_grpc
 from tests.deploy.test_deploy import COMPOSE_VARIANTS, ROOT, _compose_binary, _ok, _render, _run
 from tests.tiny_models import char_tokenizer, save_tiny_lm
@@ -325,7 +327,8 @@ def _localize(containers: dict[str, Container], models: dict[str, Path], tmp: Pa
             if role == "target":
                 args = _set_flag(args, "--model", str(models["target"]))
             elif model:  # a draft model (the orchestrator checks real pairings share a vocabulary)
-                args = _set_flag(args, "--model", str(models["target" if model == target_model else "draft"]))
+                stands_in = "eagle" if model == DEFAULT_EAGLE else "target" if model == target_model else "draft"
+                args = _set_flag(args, "--model", str(models[stands_in]))
         env = {"PATH": os.environ.get("PATH", ""), "PYTHONWARNINGS": os.environ.get("PYTHONWARNINGS", "")}
         for key, value in container.env.items():
             for prefix in ("/models", "/tmp", "/home/specdec"):
@@ -388,9 +391,9 @@ class _Collector:
 
 
 @pytest.fixture(scope="module")
-def models(tiny_target, tiny_draft, tmp_path_factory) -> dict[str, Path]:
+def models(tiny_target, tiny_draft, tiny_eagle, tmp_path_factory) -> dict[str, Path]:
     other = save_tiny_lm(tmp_path_factory.mktemp("tiny-other-vocab"), char_tokenizer("hijklmn"), seed=3)
-    return {"target": tiny_target, "draft": tiny_draft, "other": other}
+    return {"target": tiny_target, "draft": tiny_draft, "eagle": tiny_eagle, "other": other}
 
 
 @pytest.fixture(scope="module")
