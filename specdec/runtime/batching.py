@@ -255,7 +255,10 @@ class BatchScheduler:
             else:
                 task.future.set_result(outcome)
 
-        task.loop.call_soon_threadsafe(resolve)
+        try:
+            task.loop.call_soon_threadsafe(resolve)
+        except RuntimeError:  # the caller's event loop has closed: nobody waits for this, and the thread goes on
+            pass
 
 
 class _Regulars:

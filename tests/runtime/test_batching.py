@@ -173,3 +173,19 @@ def test_a_failed_pass_fails_its_jobs_only_and_the_thread_carries_on():
         return (await scheduler.run(decode("fine", 3, 1)))[0], await scheduler.call(lambda x: x * 2, 21)
 
     assert asyncio.run(main()) == ([3.0], 42)
+
+
+def test_a_job_whose_event_loop_closed_mid_pass_leaves_the_thread_serving():
+    model = RecordingModel()
+    schedulers: list[BatchScheduler] = []
+
+    async def leave_a_job_running():
+        schedulers.append(BatchScheduler(lambda: model))
+        model.gate.clear()
+        asyncio.ensure_future(schedulers[0].run(decode("left", 1, 1)))
+        await asyncio.sleep(0.05)  # its pass is running when this loop closes
+
+    asyncio.run(leave_a_job_running())
+    model.gate.set()  # the pass ends; its result has no loop to go to
+    next_job = schedulers[0].run(decode("next", 3, 1))
+    assert asyncio.run(asyncio.wait_for(next_job, 5))[0] == [3.0]
