@@ -12,8 +12,8 @@ substituted, each in one place (`_localize`):
   (`dns:///draft:50052`) becomes the local address of the service it names, once the test has checked
   that the name and port really are that service's;
 - `--device` is cpu; the target model is the tiny test model `tiny_target`, a draft model `tiny_draft`
-  (the same vocabulary), the shipped EAGLE head `tiny_eagle` (a head for `tiny_target`: features cross the
-  wire as they would); the orchestrator's `--tokenizer` is `tiny_target` when it names the target's
+  (the same vocabulary), and `default-eagle` the head `tiny_eagle` (trained for `tiny_target`: features
+  cross the wire as they would); the orchestrator's `--tokenizer` is `tiny_target` when it names the target's
   model and a model with another vocabulary otherwise, so the orchestrator's own start-up check decides;
 - container paths (/models, /tmp) live under a temporary directory; an OTLP endpoint that names the
   compose collector goes to a fake collector in this process.

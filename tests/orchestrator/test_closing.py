@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 
 import grpc
+from prometheus_client import REGISTRY
 
 from draft_service.server import draft_server
 from orchestrator.admission import Admission
 from orchestrator.clients import DraftClient, TargetClient
-from orchestrator.metrics import UPSTREAM_STREAMS
 from orchestrator.servicer import GenerationServicer
 from specdec.runtime.hosted_model import ModelOptions
 from specdec.runtime.models import load_tokenizer
@@ -24,7 +24,8 @@ from target_service.server import target_server
 
 
 def open_streams() -> float:
-    return sum(UPSTREAM_STREAMS.labels(service=service)._value.get() for service in ("draft", "target"))
+    return sum(REGISTRY.get_sample_value("specdec_upstream_streams", {"service": service}) or 0.0
+               for service in ("draft", "target"))
 
 
 def producers() -> list[asyncio.Task]:
